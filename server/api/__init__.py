@@ -1,0 +1,1 @@
+"""Servicers: thin translations between protobuf messages and domain calls."""

@@ -1,0 +1,104 @@
+"""Assembling the gRPC server: storage, servicers, interceptors, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crosscompute.v1 import (
+    accounts_service_pb2,
+    accounts_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    agents_service_pb2,
+    agents_service_pb2_grpc,
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
+)
+from server.api.system import SystemServicer
+from server.api.unbuilt import AccountsServicer, AdminServicer, AgentsServicer, InferenceServicer
+from server.db.engine import create_engine, session_factory
+from server.db.migrate import upgrade
+from server.db.repositories import DatabaseProbe
+from server.db.urls import DatabaseUrls, resolve
+from server.interceptors import default_interceptors
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (system_service_pb2, "SystemService"),
+        (accounts_service_pb2, "AccountsService"),
+        (agents_service_pb2, "AgentsService"),
+        (inference_service_pb2, "InferenceService"),
+        (admin_service_pb2, "AdminService"),
+    )
+)
+
+
+@dataclass
+class Runtime:
+    """A running gRPC server and what it owns."""
+
+    settings: Settings
+    database: DatabaseUrls
+    engine: AsyncEngine
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Finish calls in flight (up to the grace period), then release the database."""
+        await self.server.stop(grace_seconds)
+        await self.engine.dispose()
+
+
+async def start(
+    settings: Settings, *, extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> Runtime:
+    """Migrate the database, then serve every service on `settings.grpc_host:grpc_port`."""
+    database = resolve(settings.database_url, settings.sqlite_default_path)
+    await asyncio.to_thread(upgrade, database)
+    engine = create_engine(database)
+    sessions = session_factory(engine)
+
+    limit = settings.max_body_bytes + 1024 * 1024
+    server = grpc.aio.server(
+        interceptors=[*default_interceptors(), *extra_interceptors],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(
+        SystemServicer(settings, DatabaseProbe(sessions), database.backend), server
+    )
+    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(), server)
+    agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(), server)
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("grpc server started", extra={"address": f"{settings.grpc_host}:{port}", "database": database.backend})
+    return Runtime(settings=settings, database=database, engine=engine, server=server, port=port)

@@ -1,0 +1,1 @@
+"""Domain code: plain Python that knows nothing of gRPC or HTTP."""

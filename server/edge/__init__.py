@@ -1,0 +1,1 @@
+"""The HTTP edge: rendering Envoy's configuration and running the Envoy binary."""

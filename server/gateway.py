@@ -1,0 +1,78 @@
+"""`python -m server.gateway` (`make run`): the gRPC server and Envoy together, in the foreground.
+
+Prints where both listen; Ctrl-C (or SIGTERM) stops Envoy, then the server, cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from server.app import start
+from server.edge.config import EdgeConfig
+from server.edge.process import EnvoyError, EnvoyProcess
+from server.jsonlog import configure_logging
+from server.settings import Settings
+
+ENVOY_WATCH_INTERVAL_SECONDS = 0.5
+
+
+async def run(settings: Settings) -> int:
+    runtime = await start(settings)
+    envoy = EnvoyProcess(
+        EdgeConfig(
+            listen_address=settings.http_host,
+            listen_port=settings.http_port,
+            admin_address="127.0.0.1",
+            admin_port=settings.envoy_admin_port,
+            grpc_address=settings.grpc_host if settings.grpc_host not in {"0.0.0.0", "::"} else "127.0.0.1",  # noqa: S104
+            grpc_port=runtime.port,
+            max_body_bytes=settings.max_body_bytes,
+            stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+        ),
+        concurrency=settings.envoy_concurrency,
+    )
+    try:
+        ports = await asyncio.to_thread(envoy.start)
+    except EnvoyError as error:
+        print(f"envoy failed to start: {error}", file=sys.stderr)
+        await runtime.stop()
+        return 1
+    print(
+        f"CrossCompute API is up (database: {runtime.database.backend})\n"
+        f"  REST/OpenAI  http://{settings.http_host}:{ports.http}   (try: curl http://{settings.http_host}:{ports.http}/health)\n"
+        f"  gRPC         {settings.grpc_host}:{runtime.port}\n"
+        f"  Envoy admin  http://127.0.0.1:{ports.admin}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    exit_code = 0
+    while not stop.is_set():
+        if envoy.poll() is not None:
+            print(f"envoy exited unexpectedly (code {envoy.poll()}); stopping", file=sys.stderr)
+            exit_code = 1
+            break
+        try:
+            await asyncio.wait_for(stop.wait(), ENVOY_WATCH_INTERVAL_SECONDS)
+        except TimeoutError:
+            continue
+    print("stopping…", flush=True)
+    await asyncio.to_thread(envoy.stop)
+    await runtime.stop()
+    print("stopped", flush=True)
+    return exit_code
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    sys.exit(asyncio.run(run(settings)))
+
+
+if __name__ == "__main__":
+    main()

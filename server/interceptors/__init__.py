@@ -1,0 +1,18 @@
+"""Server interceptors, one concern each: request ids, access logs, error mapping."""
+
+from __future__ import annotations
+
+import grpc
+
+from server.interceptors.access_log import AccessLogInterceptor
+from server.interceptors.errors import ErrorMappingInterceptor
+from server.interceptors.request_id import RequestIdInterceptor
+
+
+def default_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The chain, outermost first: the request id is set before anything logs, and the access log
+    sees the status the error mapping chose."""
+    return [RequestIdInterceptor(), AccessLogInterceptor(), ErrorMappingInterceptor()]
+
+
+__all__ = ["AccessLogInterceptor", "ErrorMappingInterceptor", "RequestIdInterceptor", "default_interceptors"]

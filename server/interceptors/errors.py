@@ -1,0 +1,145 @@
+"""Error mapping, in one place: a domain error becomes a gRPC status for gRPC callers and, through
+metadata Envoy's Lua filter applies, the right HTTP status and JSON body for HTTP callers.
+
+HTTP bodies take the shape of the surface the method belongs to:
+- the OpenAI surface (`InferenceService`): `{"error": {"message", "type", "code", "param"}}`
+- the API surface (everything else): `{"ok": false, "error": {"code", "message"}}`
+gRPC callers also get a `google.rpc.Status` with an AIP-193 `ErrorInfo` (reason, domain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain.errors import DomainError, ErrorKind, NotImplementedYet
+from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+
+logger = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "crosscompute.io"
+HTTP_STATUS_HEADER = "x-crosscompute-http-status"
+ERROR_BODY_HEADER = "x-crosscompute-error-body"
+OPENAI_SERVICES = ("/crosscompute.v1.InferenceService/",)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How one error kind travels: its gRPC code, HTTP status and OpenAI error type."""
+
+    code: grpc.StatusCode
+    http_status: int
+    openai_type: str
+
+
+MAPPINGS: dict[ErrorKind, Mapping] = {
+    ErrorKind.INVALID_ARGUMENT: Mapping(grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error"),
+    ErrorKind.UNAUTHENTICATED: Mapping(grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error"),
+    ErrorKind.PAYMENT_REQUIRED: Mapping(grpc.StatusCode.FAILED_PRECONDITION, 402, "insufficient_quota"),
+    ErrorKind.PERMISSION_DENIED: Mapping(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error"),
+    ErrorKind.NOT_FOUND: Mapping(grpc.StatusCode.NOT_FOUND, 404, "invalid_request_error"),
+    ErrorKind.CONFLICT: Mapping(grpc.StatusCode.ALREADY_EXISTS, 409, "invalid_request_error"),
+    ErrorKind.RATE_LIMITED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
+    ErrorKind.NOT_IMPLEMENTED: Mapping(grpc.StatusCode.UNIMPLEMENTED, 501, "api_error"),
+    ErrorKind.UPSTREAM_FAILED: Mapping(grpc.StatusCode.UNAVAILABLE, 502, "api_error"),
+    ErrorKind.UNAVAILABLE: Mapping(grpc.StatusCode.UNAVAILABLE, 503, "api_error"),
+    ErrorKind.UPSTREAM_TIMEOUT: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, 504, "api_error"),
+    ErrorKind.INTERNAL: Mapping(grpc.StatusCode.INTERNAL, 500, "api_error"),
+}
+
+
+def error_body(error: DomainError, method: str) -> dict[str, Any]:
+    """The JSON body HTTP callers of `method` get for `error`."""
+    if error.body is not None:
+        return dict(error.body)
+    if method.startswith(OPENAI_SERVICES):
+        return {
+            "error": {
+                "message": error.message,
+                "type": MAPPINGS[error.kind].openai_type,
+                "code": error.reason.lower(),
+                "param": error.param,
+            }
+        }
+    return {"ok": False, "error": {"code": error.reason, "message": error.message}}
+
+
+def trailing_metadata(error: DomainError, method: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The metadata that carries `error` to gRPC callers and to Envoy."""
+    mapping = MAPPINGS[error.kind]
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    if error.param:
+        info.metadata["param"] = error.param
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, mapping.code.name), message=error.message, details=[detail]
+    )
+    body = json.dumps(error_body(error, method), ensure_ascii=True, separators=(",", ":"))
+    metadata: list[tuple[str, str | bytes]] = [
+        (HTTP_STATUS_HEADER, str(mapping.http_status)),
+        (ERROR_BODY_HEADER, body),
+        *((name.lower(), value) for name, value in error.headers.items()),
+    ]
+    metadata.extend(rpc_status.to_status(status).trailing_metadata)
+    return tuple(metadata)
+
+
+def as_domain_error(error: Exception, method: str) -> DomainError:
+    """Any exception a servicer raised, as the error its caller should see."""
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, NotImplementedError):
+        name = method.rsplit("/", 1)[-1]
+        return NotImplementedYet(f"{name} is not implemented yet")
+    logger.error("unexpected error in %s", method, exc_info=error)
+    internal = DomainError("internal error")
+    return internal
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions into statuses; unexpected ones are logged and answered as INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method = handler_call_details.method
+
+        async def abort(context: grpc.aio.ServicerContext[Any, Any], caught: Exception) -> None:
+            error = as_domain_error(caught, method)
+            await context.abort(
+                MAPPINGS[error.kind].code, error.message, trailing_metadata=trailing_metadata(error, method)
+            )
+
+        async def unary(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await call_unary(behavior, request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as caught:  # noqa: BLE001 - every error is mapped here, and only here
+                await abort(context, caught)
+                raise AssertionError("unreachable: abort raises") from caught
+
+        async def stream(
+            behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for item in call_stream(behavior, request, context):
+                    yield item
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as caught:  # noqa: BLE001 - every error is mapped here, and only here
+                await abort(context, caught)
+
+        return wrap_handler(await continuation(handler_call_details), unary, stream)  # type: ignore[return-value]

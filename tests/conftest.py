@@ -1,0 +1,55 @@
+"""Shared fixtures: settings, databases on both backends, and a real gateway per backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.settings import Settings
+from tests.support.databases import postgres_database
+from tests.support.gateway import Gateway, running_gateway
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def make_settings(database_url: str, **overrides: str) -> Settings:
+    """Settings for a test: free ports, the given database, nothing from the developer's environment."""
+    environ = {"CROSSCOMPUTE_GRPC_PORT": "0", "DATABASE_URL": database_url, **overrides}
+    return Settings.from_env(environ)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated-on-first-use database for this run, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'crosscompute.sqlite3'}"
+        return
+    with postgres_database("session") as (_name, url):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gateway(database_url: str) -> Iterator[Gateway]:
+    """The real gateway (gRPC server and Envoy) on the session's database."""
+    with running_gateway(make_settings(database_url)) as running:
+        yield running
+
+
+@pytest.fixture
+def http(gateway: Gateway) -> Iterator[httpx.Client]:
+    """A plain HTTP client for the gateway's public port (for checks below the OpenAI client)."""
+    gateway.recorder.take()
+    with httpx.Client(base_url=gateway.base_url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def contract_path() -> Path:
+    """The public REST contract, shared with the rest of the team."""
+    path = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "crosscompute-openapi.json"
+    if not path.exists():
+        pytest.fail(f"the contract is missing: {path}")
+    return path

@@ -1,0 +1,136 @@
+"""A real gateway for tests: the gRPC server in-process (its own event loop, in a thread) and the
+real Envoy binary in front of it, both on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from server.app import Runtime, start
+from server.edge.config import EdgeConfig
+from server.edge.process import EnvoyProcess
+from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+from server.settings import Settings
+
+T = TypeVar("T")
+START_TIMEOUT_SECONDS = 60
+
+
+class MethodRecorder(grpc.aio.ServerInterceptor):
+    """Remembers which gRPC methods ran, in order. A call is recorded when its method runs with a
+    request, not when Envoy merely opens a stream it then resets (a body too large, bad JSON)."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+        self._lock = threading.Lock()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method = handler_call_details.method
+
+        def record() -> None:
+            with self._lock:
+                self.methods.append(method)
+
+        async def unary(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            record()
+            return await call_unary(behavior, request, context)
+
+        async def stream(
+            behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            record()
+            async for item in call_stream(behavior, request, context):
+                yield item
+
+        return wrap_handler(await continuation(handler_call_details), unary, stream)  # type: ignore[return-value]
+
+    def take(self) -> list[str]:
+        """The methods called since the last `take`."""
+        with self._lock:
+            taken, self.methods = self.methods, []
+        return taken
+
+
+class ServerThread:
+    """A `grpc.aio` server running on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings, interceptors: list[grpc.aio.ServerInterceptor]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-server", daemon=True)
+        self._settings = settings
+        self._interceptors = interceptors
+        self.runtime: Runtime | None = None
+
+    def start(self) -> Runtime:
+        self._thread.start()
+        self.runtime = self.run(start(self._settings, extra_interceptors=self._interceptors))
+        return self.runtime
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(START_TIMEOUT_SECONDS)
+
+    def stop(self) -> None:
+        if self.runtime is not None:
+            self.run(self.runtime.stop(grace_seconds=1))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(START_TIMEOUT_SECONDS)
+        self._loop.close()
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its URLs, settings and the methods its server saw."""
+
+    settings: Settings
+    base_url: str
+    grpc_target: str
+    backend: str
+    recorder: MethodRecorder
+    server: ServerThread
+    envoy: EnvoyProcess
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def running_gateway(settings: Settings) -> Iterator[Gateway]:
+    """Start the gRPC server and Envoy on free ports; stop both afterwards."""
+    recorder = MethodRecorder()
+    server = ServerThread(settings, [recorder])
+    runtime = server.start()
+    envoy = EnvoyProcess(
+        EdgeConfig(
+            listen_address="127.0.0.1",
+            listen_port=0,
+            admin_address="127.0.0.1",
+            admin_port=0,
+            grpc_address="127.0.0.1",
+            grpc_port=runtime.port,
+            max_body_bytes=settings.max_body_bytes,
+            stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+        )
+    )
+    try:
+        ports = envoy.start()
+        yield Gateway(
+            settings=settings,
+            base_url=f"http://127.0.0.1:{ports.http}",
+            grpc_target=f"127.0.0.1:{runtime.port}",
+            backend=runtime.database.backend,
+            recorder=recorder,
+            server=server,
+            envoy=envoy,
+        )
+    finally:
+        envoy.stop()
+        server.stop()
