@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 proto: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) scripts/generate_protos.py
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m scripts.generate_protos
 
 proto-check: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) scripts/check_generated.py
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m scripts.check_generated
 
 run: setup
 	$(PY) -m server.gateway
@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 envoy-validate: setup
-	$(PY) scripts/validate_envoy.py
+	$(PY) -m scripts.validate_envoy
 
 lint: setup proto-check envoy-validate
 	$(BIN)/ruff check .

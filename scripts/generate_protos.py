@@ -1,6 +1,7 @@
 """Build `generated/` from `proto/` alone: Python stubs, typed `.pyi` stubs and Envoy's descriptor set.
 
-Run by `make proto`. The output is committed; CI runs this again and fails on any difference.
+Run by `make proto` (`python -m scripts.generate_protos`). The output is committed; `make lint`
+builds it again (`scripts/check_generated.py`) and fails on any difference.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT = ROOT / "generated"
-DESCRIPTOR_SET = OUT / "crosscompute.binpb"
+DESCRIPTOR_NAME = "crosscompute.binpb"
 
 
 def include_roots() -> list[str]:
@@ -34,18 +35,18 @@ def run_protoc(args: list[str]) -> None:
         sys.exit(f"protoc failed ({code}): {' '.join(args)}")
 
 
-def main() -> None:
+def generate(out: Path) -> int:
+    """Write every generated file into `out`; return how many proto files there were."""
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
-    if OUT.exists():
-        shutil.rmtree(OUT / "crosscompute", ignore_errors=True)
-    OUT.mkdir(exist_ok=True)
+    shutil.rmtree(out / "crosscompute", ignore_errors=True)
+    out.mkdir(exist_ok=True)
     # Python for our files only: generating google/* would shadow googleapis-common-protos.
     run_protoc(
         [
-            f"--python_out={OUT}",
-            f"--grpc_python_out={OUT}",
-            f"--mypy_out={OUT}",
-            f"--mypy_grpc_out={OUT}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            f"--mypy_out={out}",
+            f"--mypy_grpc_out={out}",
             *sources,
         ]
     )
@@ -54,16 +55,21 @@ def main() -> None:
         [
             "--include_imports",
             "--include_source_info",
-            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            f"--descriptor_set_out={out / DESCRIPTOR_NAME}",
             *sources,
             "google/rpc/status.proto",
             "google/rpc/error_details.proto",
         ]
     )
-    for package_dir in {p.parent for p in (OUT / "crosscompute").rglob("*.py")} | {OUT / "crosscompute"}:
+    for package_dir in {p.parent for p in (out / "crosscompute").rglob("*.py")} | {out / "crosscompute"}:
         (package_dir / "__init__.py").touch()
-    (OUT / "crosscompute" / "py.typed").touch()
-    print(f"generated {len(sources)} proto files into {OUT.relative_to(ROOT)}/")
+    (out / "crosscompute" / "py.typed").touch()
+    return len(sources)
+
+
+def main() -> None:
+    count = generate(OUT)
+    print(f"generated {count} proto files into {OUT.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

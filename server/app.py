@@ -8,10 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from crosscompute.v1 import (
     accounts_service_pb2,
     accounts_service_pb2_grpc,
@@ -24,6 +20,11 @@ from crosscompute.v1 import (
     system_service_pb2,
     system_service_pb2_grpc,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from server.api.system import SystemServicer
 from server.api.unbuilt import AccountsServicer, AdminServicer, AgentsServicer, InferenceServicer
 from server.db.engine import create_engine, session_factory
@@ -31,6 +32,7 @@ from server.db.migrate import upgrade
 from server.db.repositories import DatabaseProbe
 from server.db.urls import DatabaseUrls, resolve
 from server.interceptors import default_interceptors
+from server.interceptors.wrapping import ServerInterceptor
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,9 +65,7 @@ class Runtime:
         await self.engine.dispose()
 
 
-async def start(
-    settings: Settings, *, extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-) -> Runtime:
+async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterceptor] = ()) -> Runtime:
     """Migrate the database, then serve every service on `settings.grpc_host:grpc_port`."""
     database = resolve(settings.database_url, settings.sqlite_default_path)
     await asyncio.to_thread(upgrade, database)
@@ -89,7 +89,7 @@ async def start(
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -100,5 +100,7 @@ async def start(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("grpc server started", extra={"address": f"{settings.grpc_host}:{port}", "database": database.backend})
+    logger.info(
+        "grpc server started", extra={"address": f"{settings.grpc_host}:{port}", "database": database.backend}
+    )
     return Runtime(settings=settings, database=database, engine=engine, server=server, port=port)

@@ -21,16 +21,7 @@ ENVOY_WATCH_INTERVAL_SECONDS = 0.5
 async def run(settings: Settings) -> int:
     runtime = await start(settings)
     envoy = EnvoyProcess(
-        EdgeConfig(
-            listen_address=settings.http_host,
-            listen_port=settings.http_port,
-            admin_address="127.0.0.1",
-            admin_port=settings.envoy_admin_port,
-            grpc_address=settings.grpc_host if settings.grpc_host not in {"0.0.0.0", "::"} else "127.0.0.1",  # noqa: S104
-            grpc_port=runtime.port,
-            max_body_bytes=settings.max_body_bytes,
-            stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
-        ),
+        EdgeConfig.for_settings(settings, runtime.port),
         concurrency=settings.envoy_concurrency,
     )
     try:

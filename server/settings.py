@@ -52,7 +52,9 @@ class Settings:
         "PostgreSQL: `postgresql+psycopg://user@host:5432/db`.",
         "",
     )
-    log_level: str = setting("CROSSCOMPUTE_LOG_LEVEL", "Log level of the JSON logs on standard error.", "INFO")
+    log_level: str = setting(
+        "CROSSCOMPUTE_LOG_LEVEL", "Log level of the JSON logs on standard error.", "INFO"
+    )
     max_body_bytes: int = setting(
         "CROSSCOMPUTE_MAX_BODY_BYTES", "Largest request or response body, in bytes.", 16 * 1024 * 1024
     )
@@ -83,7 +85,11 @@ class Settings:
         "",
         secret=True,
     )
-    x402_pay_to: str = setting("X402_PAY_TO", "Address that receives x402 payments; set it to enable x402.", "")
+    x402_pay_to: str = setting(
+        "X402_PAY_TO",
+        "Address that receives x402 payments; x402 is on when it and the facilitator URL are set.",
+        "",
+    )
     x402_network: str = setting("X402_NETWORK", "x402 network: `base-sepolia` or `base`.", "base-sepolia")
     x402_asset: str = setting("X402_ASSET", "Token contract paid in; empty means the network's USDC.", "")
     x402_facilitator_url: str = setting("X402_FACILITATOR_URL", "x402 facilitator base URL.", "")
@@ -101,7 +107,9 @@ class Settings:
             raw = env[name].strip()
             values[item.name] = _parse(name, raw, item.default)
         values["provider_keys"] = {
-            provider: env[variable] for provider, variable in PROVIDER_KEY_VARIABLES.items() if env.get(variable)
+            provider: env[variable]
+            for provider, variable in PROVIDER_KEY_VARIABLES.items()
+            if env.get(variable)
         }
         return cls(**values).validated()
 
@@ -173,8 +181,10 @@ def documented_variables() -> list[tuple[str, str, str]]:
         if "env" in item.metadata:
             default = "" if item.metadata["secret"] else str(item.default)
             rows.append((item.metadata["env"], default, item.metadata["doc"]))
-    rows.extend((variable, "", f"Enables the {name} provider. Secret.") for name, variable in
-                PROVIDER_KEY_VARIABLES.items())
+    rows.extend(
+        (variable, "", f"Enables the {name} provider. Secret.")
+        for name, variable in PROVIDER_KEY_VARIABLES.items()
+    )
     return rows
 
 

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from google.api import annotations_pb2
-from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
-
 from crosscompute.v1 import (
     accounts_service_pb2,
     admin_service_pb2,
@@ -20,6 +17,9 @@ from crosscompute.v1 import (
     inference_service_pb2,
     system_service_pb2,
 )
+from google.api import annotations_pb2
+from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
+
 from tests.support.gateway import Gateway
 
 FILES: list[FileDescriptor] = [
@@ -37,7 +37,9 @@ PATH_VALUES = {"id": str(uuid.UUID(int=7)), "model_id": "openai/gpt-5-mini"}
 
 
 def all_methods() -> list[MethodDescriptor]:
-    return [method for file in FILES for service in file.services_by_name.values() for method in service.methods]
+    return [
+        method for file in FILES for service in file.services_by_name.values() for method in service.methods
+    ]
 
 
 def http_rules() -> dict[tuple[str, str], str]:
@@ -91,9 +93,10 @@ def test_every_operation_reaches_its_method_through_envoy(
     rules = http_rules()
     for verb, path in contract_operations(contract_path):
         url = concrete(path, {**PATH_VALUES, "model_id": model_id})
-        body = {"json": {}} if verb == "post" else {}
-        response = http.request(verb.upper(), url, **body)
-        assert gateway.recorder.take() == [rules[(verb, path)]], f"{verb.upper()} {url} → {response.status_code}"
+        response = http.request(verb.upper(), url, json={} if verb == "post" else None)
+        assert gateway.recorder.take() == [rules[(verb, path)]], (
+            f"{verb.upper()} {url} → {response.status_code}"
+        )
         assert response.headers["content-type"].startswith("application/json")
         assert response.status_code != 404 or path.startswith("/v1/models/"), response.text
         assert not any(name.startswith("grpc-") for name in response.headers), dict(response.headers)
@@ -104,7 +107,10 @@ def stray_requests(contract_path: Path) -> list[tuple[str, str]]:
     operations = contract_operations(contract_path)
     named = {path: {verb for verb, p in operations if p == path} for _, path in operations}
     strays = [
-        (verb, concrete(path, PATH_VALUES)) for path, verbs in named.items() for verb in VERBS if verb not in verbs
+        (verb, concrete(path, PATH_VALUES))
+        for path, verbs in named.items()
+        for verb in VERBS
+        if verb not in verbs
     ]
     strays += [
         ("get", "/"),
@@ -142,7 +148,6 @@ def test_no_other_path_reaches_a_method(contract_path: Path, gateway: Gateway, h
 def test_native_grpc_is_refused_on_the_public_port(gateway: Gateway) -> None:
     """gRPC through Envoy's public listener would bypass the REST surface (and reach AdminService)."""
     import grpc
-
     from crosscompute.v1 import admin_service_pb2_grpc, system_service_pb2_grpc
 
     public = gateway.base_url.removeprefix("http://")

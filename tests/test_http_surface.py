@@ -46,7 +46,9 @@ def test_openai_routes_answer_errors_in_openai_shape_and_the_client_raises(gatew
     assert missing.value.body["code"] == "not_found"
 
 
-def test_bad_json_is_a_400_in_the_route_shape_and_reaches_nothing(gateway: Gateway, http: httpx.Client) -> None:
+def test_bad_json_is_a_400_in_the_route_shape_and_reaches_nothing(
+    gateway: Gateway, http: httpx.Client
+) -> None:
     response = http.post("/api/keys", content=b'{"label": ', headers={"content-type": "application/json"})
     assert response.status_code == 400
     body = response.json()
@@ -70,7 +72,10 @@ def test_bodies_over_the_limit_are_413_in_the_route_shape(
         assert body["error"]["code"] == "request_too_large"
         assert body["error"]["type"] == "invalid_request_error"
     else:
-        assert body == {"ok": False, "error": {"code": "REQUEST_TOO_LARGE", "message": "The request body is too large."}}
+        assert body == {
+            "ok": False,
+            "error": {"code": "REQUEST_TOO_LARGE", "message": "The request body is too large."},
+        }
     assert gateway.recorder.take() == []
 
 
@@ -92,7 +97,11 @@ def test_responses_carry_a_request_id_and_no_grpc_headers(http: httpx.Client) ->
     for path in ("/health", "/api/config", "/api/me", "/v1/models", "/nowhere"):
         response = http.get(path)
         assert response.headers.get("x-request-id"), path
-        leaked = [name for name in response.headers if name.startswith("grpc-") or name.startswith("x-crosscompute-")]
+        leaked = [
+            name
+            for name in response.headers
+            if name.startswith("grpc-") or name.startswith("x-crosscompute-")
+        ]
         assert leaked == [], (path, leaked)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-
 from crosscompute.v1 import system_service_pb2 as pb
 from crosscompute.v1 import system_service_pb2_grpc as pb_grpc
+
 from server.api.http import send_http_status
 from server.domain.health import Probe, check_health
 from server.domain.public_config import public_config

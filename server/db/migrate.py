@@ -1,7 +1,7 @@
 """Run Alembic migrations programmatically: at server start, and from the command line.
 
-    python -m server.db.migrate upgrade            # to the newest revision
-    python -m server.db.migrate revision -m "why"  # autogenerate a new revision from the models
+python -m server.db.migrate upgrade            # to the newest revision
+python -m server.db.migrate revision -m "why"  # autogenerate a new revision from the models
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def upgrade(urls: DatabaseUrls, revision: str = "head") -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("upgrade", help="migrate to the newest revision")
     new = sub.add_parser("revision", help="autogenerate a revision from the models")

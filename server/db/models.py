@@ -118,9 +118,7 @@ class LedgerEntry(Base):
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        CheckConstraint(
-            "kind IN ('grant', 'revoke', 'purchase', 'debit', 'refund')", name="kind"
-        ),
+        CheckConstraint("kind IN ('grant', 'revoke', 'purchase', 'debit', 'refund')", name="kind"),
         Index("ix_ledger_entries_account_id_created_at", "account_id", "created_at"),
     )
 
@@ -143,9 +141,7 @@ class UsageRecord(Base):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('reserved', 'settled', 'failed', 'released')", name="status"
-        ),
+        CheckConstraint("status IN ('reserved', 'settled', 'failed', 'released')", name="status"),
         CheckConstraint("reserved_micro >= 0 AND billed_micro >= 0", name="amounts_not_negative"),
         Index("ix_usage_records_account_id_created_at", "account_id", "created_at"),
         Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),

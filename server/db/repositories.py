@@ -141,4 +141,6 @@ class LedgerRepository:
             )
         if entry is None:
             return None
-        return LedgerResult(entry_id=entry.id, applied=False, balance_micro=await self.balance(entry.account_id))
+        return LedgerResult(
+            entry_id=entry.id, applied=False, balance_micro=await self.balance(entry.account_id)
+        )

@@ -33,7 +33,7 @@ def resolve(database_url: str, default_sqlite_path: Path) -> DatabaseUrls:
         database_url = f"sqlite:///{default_sqlite_path}"
     try:
         url = make_url(database_url)
-    except Exception:  # noqa: BLE001 - the URL may hold a password: never echo it
+    except Exception:
         raise ConfigurationError("DATABASE_URL is not a valid SQLAlchemy URL") from None
     backend = url.get_backend_name()
     if backend not in _ASYNC_DRIVERS:

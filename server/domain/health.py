@@ -51,7 +51,7 @@ async def check_health(settings: Settings, probe: Probe, backend: str) -> Health
     try:
         latency_ms = await asyncio.wait_for(probe.ping(), PROBE_TIMEOUT_SECONDS)
         database_ok = True
-    except Exception as error:  # noqa: BLE001 - any failure means "down"; the cause is logged
+    except Exception as error:
         logger.warning("database health probe failed: %s", type(error).__name__)
         latency_ms, database_ok = 0.0, False
     return HealthReport(

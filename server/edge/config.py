@@ -8,6 +8,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from server.settings import Settings
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ENVOY_DIR = PROJECT_ROOT / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.tmpl"
@@ -36,7 +38,11 @@ _OPENAI_ROUTES = {
         "filters": [
             {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/v1/"}}}},
             {"header_filter": {"header": {"name": ":path", "string_match": {"exact": "/v1"}}}},
-            {"header_filter": {"header": {"name": "x-envoy-original-path", "string_match": {"prefix": "/v1/"}}}},
+            {
+                "header_filter": {
+                    "header": {"name": "x-envoy-original-path", "string_match": {"prefix": "/v1/"}}
+                }
+            },
             {
                 "header_filter": {
                     "header": {
@@ -53,7 +59,10 @@ _OPENAI_ROUTES = {
 def _status_filter(status: int) -> dict[str, Any]:
     return {
         "status_code_filter": {
-            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"local_reply_{status}"}}
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"local_reply_{status}"},
+            }
         }
     }
 
@@ -91,6 +100,28 @@ class EdgeConfig:
     grpc_port: int
     max_body_bytes: int
     stream_idle_timeout_seconds: int
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        grpc_port: int,
+        *,
+        listen_port: int | None = None,
+        admin_port: int | None = None,
+    ) -> EdgeConfig:
+        """Envoy in front of a server on `grpc_port`, as `settings` configure it (ports may be overridden)."""
+        wildcard = settings.grpc_host in {"0.0.0.0", "::", ""}  # noqa: S104 - a bind address, read not bound
+        return cls(
+            listen_address=settings.http_host,
+            listen_port=settings.http_port if listen_port is None else listen_port,
+            admin_address="127.0.0.1",
+            admin_port=settings.envoy_admin_port if admin_port is None else admin_port,
+            grpc_address="127.0.0.1" if wildcard else settings.grpc_host,
+            grpc_port=grpc_port,
+            max_body_bytes=settings.max_body_bytes,
+            stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+        )
 
 
 def render(config: EdgeConfig) -> str:

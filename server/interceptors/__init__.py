@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import grpc
-
 from server.interceptors.access_log import AccessLogInterceptor
 from server.interceptors.errors import ErrorMappingInterceptor
 from server.interceptors.request_id import RequestIdInterceptor
+from server.interceptors.wrapping import ServerInterceptor
 
 
-def default_interceptors() -> list[grpc.aio.ServerInterceptor]:
+def default_interceptors() -> list[ServerInterceptor]:
     """The chain, outermost first: the request id is set before anything logs, and the access log
     sees the status the error mapping chose."""
     return [RequestIdInterceptor(), AccessLogInterceptor(), ErrorMappingInterceptor()]

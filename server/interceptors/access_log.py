@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
 from server.request_context import current_request_id
 
 logger = logging.getLogger("crosscompute.access")
@@ -28,7 +28,7 @@ def _final_code(context: grpc.aio.ServicerContext[Any, Any], error: BaseExceptio
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(ServerInterceptor):
     """Logs every call once, when it ends."""
 
     async def intercept_service(
@@ -38,7 +38,9 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
 
-        def log(context: grpc.aio.ServicerContext[Any, Any], started: float, error: BaseException | None) -> None:
+        def log(
+            context: grpc.aio.ServicerContext[Any, Any], started: float, error: BaseException | None
+        ) -> None:
             code = _final_code(context, error)
             logger.info(
                 "call",

@@ -22,7 +22,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import DomainError, ErrorKind, NotImplementedYet
-from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +102,10 @@ def as_domain_error(error: Exception, method: str) -> DomainError:
         name = method.rsplit("/", 1)[-1]
         return NotImplementedYet(f"{name} is not implemented yet")
     logger.error("unexpected error in %s", method, exc_info=error)
-    internal = DomainError("internal error")
-    return internal
+    return DomainError("internal error")
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(ServerInterceptor):
     """Turns exceptions into statuses; unexpected ones are logged and answered as INTERNAL."""
 
     async def intercept_service(
@@ -127,7 +126,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 return await call_unary(behavior, request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
-            except Exception as caught:  # noqa: BLE001 - every error is mapped here, and only here
+            except Exception as caught:
                 await abort(context, caught)
                 raise AssertionError("unreachable: abort raises") from caught
 
@@ -139,7 +138,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     yield item
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
-            except Exception as caught:  # noqa: BLE001 - every error is mapped here, and only here
+            except Exception as caught:
                 await abort(context, caught)
 
         return wrap_handler(await continuation(handler_call_details), unary, stream)  # type: ignore[return-value]

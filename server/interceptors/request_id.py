@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
 from server.request_context import request_id_var
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -25,7 +25,7 @@ def choose_request_id(metadata: Any) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdInterceptor(grpc.aio.ServerInterceptor):
+class RequestIdInterceptor(ServerInterceptor):
     """Sets the request id for the duration of each call."""
 
     async def intercept_service(

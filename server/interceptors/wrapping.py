@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+if TYPE_CHECKING:
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+#: A servicer method: (request, context) -> response, awaitable response or async iterator.
+Behavior = Callable[..., Any]
 #: Wraps a unary-response call: (behavior, request, context) -> response.
 UnaryAround = Callable[[Behavior, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 #: Wraps a streaming-response call: (behavior, request, context) -> async iterator of responses.
@@ -55,7 +61,9 @@ def wrap_handler(
     if handler.unary_stream is not None:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             async for item in stream(inner_us, request, context):
                 yield item
 

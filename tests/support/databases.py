@@ -49,7 +49,9 @@ def postgres_database(purpose: str) -> Iterator[tuple[str, str]]:
         yield name, sqlalchemy_url(name)
     finally:
         with _admin_connection() as connection:
-            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def set_connections_allowed(name: str, allowed: bool) -> None:

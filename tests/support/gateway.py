@@ -15,14 +15,14 @@ import grpc
 from server.app import Runtime, start
 from server.edge.config import EdgeConfig
 from server.edge.process import EnvoyProcess
-from server.interceptors.wrapping import Behavior, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
 from server.settings import Settings
 
 T = TypeVar("T")
 START_TIMEOUT_SECONDS = 60
 
 
-class MethodRecorder(grpc.aio.ServerInterceptor):
+class MethodRecorder(ServerInterceptor):
     """Remembers which gRPC methods ran, in order. A call is recorded when its method runs with a
     request, not when Envoy merely opens a stream it then resets (a body too large, bad JSON)."""
 
@@ -64,7 +64,7 @@ class MethodRecorder(grpc.aio.ServerInterceptor):
 class ServerThread:
     """A `grpc.aio` server running on its own event loop in a background thread."""
 
-    def __init__(self, settings: Settings, interceptors: list[grpc.aio.ServerInterceptor]) -> None:
+    def __init__(self, settings: Settings, interceptors: list[ServerInterceptor]) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-server", daemon=True)
         self._settings = settings
@@ -102,24 +102,18 @@ class Gateway:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def envoy_for(grpc_port: int, settings: Settings) -> EnvoyProcess:
+    """An Envoy (not started) on free loopback ports in front of `grpc_port`."""
+    return EnvoyProcess(EdgeConfig.for_settings(settings, grpc_port, listen_port=0, admin_port=0))
+
+
 @contextmanager
 def running_gateway(settings: Settings) -> Iterator[Gateway]:
     """Start the gRPC server and Envoy on free ports; stop both afterwards."""
     recorder = MethodRecorder()
     server = ServerThread(settings, [recorder])
     runtime = server.start()
-    envoy = EnvoyProcess(
-        EdgeConfig(
-            listen_address="127.0.0.1",
-            listen_port=0,
-            admin_address="127.0.0.1",
-            admin_port=0,
-            grpc_address="127.0.0.1",
-            grpc_port=runtime.port,
-            max_body_bytes=settings.max_body_bytes,
-            stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
-        )
-    )
+    envoy = envoy_for(runtime.port, settings)
     try:
         ports = envoy.start()
         yield Gateway(

@@ -1,0 +1,69 @@
+"""`make run`'s process: the gateway starts the gRPC server and Envoy, says where they listen,
+answers, and stops both cleanly on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CROSSCOMPUTE_", "DATABASE_URL"))},
+        "CROSSCOMPUTE_HTTP_PORT": "0",
+        "CROSSCOMPUTE_GRPC_PORT": "0",
+        "CROSSCOMPUTE_ENVOY_ADMIN_PORT": "0",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+        "CROSSCOMPUTE_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.gateway"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+
+        def banner() -> str | None:
+            line = process.stdout.readline() if process.stdout else ""
+            assert line or process.poll() is None, (
+                f"gateway exited: {process.stderr and process.stderr.read()}"
+            )
+            lines.append(line)
+            return "".join(lines) if "Press Ctrl-C" in line else None
+
+        printed = eventually(banner, timeout=60, what="the gateway's banner")
+        http = re.search(r"REST/OpenAI\s+(http://127\.0\.0\.1:\d+)", printed)
+        admin = re.search(r"Envoy admin\s+(http://127\.0\.0\.1:\d+)", printed)
+        assert http and admin and re.search(r"gRPC\s+127\.0\.0\.1:\d+", printed), printed
+        health = httpx.get(f"{http.group(1)}/health", timeout=10)
+        assert health.status_code == 200 and health.json()["database"]["backend"] == "sqlite"
+
+        process.send_signal(signal.SIGINT)
+        stdout, _stderr = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "stopped" in stdout
+        # Envoy went with it: nothing answers on its admin port any more.
+        try:
+            httpx.get(f"{admin.group(1)}/ready", timeout=2)
+            raise AssertionError("envoy is still running")
+        except httpx.TransportError:
+            pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
