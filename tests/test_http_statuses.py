@@ -4,8 +4,6 @@ behind the real interceptors and the real Envoy configuration."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,11 +19,9 @@ from crosscompute.v1 import (
 
 from server.api.http import send_http_status
 from server.domain.errors import DomainError, ErrorKind
-from server.interceptors import default_interceptors
 from server.interceptors.errors import MAPPINGS
 from server.interceptors.wrapping import metadata_value
-from server.settings import Settings
-from tests.support.gateway import envoy_for
+from tests.support.standin import stand_in_behind_envoy
 
 ERRORS = {
     kind.value: type(kind.name.title(), (DomainError,), {"kind": kind, "default_reason": kind.name})
@@ -71,30 +67,15 @@ class StandInInference(inference_service_pb2_grpc.InferenceServiceServicer):
         yield
 
 
+def register(server: grpc.aio.Server) -> None:
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(StandInSystem(), server)
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(StandInInference(), server)
+
+
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def serve() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(interceptors=default_interceptors())
-        system_service_pb2_grpc.add_SystemServiceServicer_to_server(StandInSystem(), server)
-        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(StandInInference(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    server, port = asyncio.run_coroutine_threadsafe(serve(), loop).result(30)
-    envoy = envoy_for(port, Settings())
-    try:
-        yield f"http://127.0.0.1:{envoy.start().http}"
-    finally:
-        envoy.stop()
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with stand_in_behind_envoy(register) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
