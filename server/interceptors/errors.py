@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import DomainError, ErrorKind, NotImplementedYet
-from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import AroundInterceptor, Context
 
 logger = logging.getLogger(__name__)
 
@@ -105,40 +106,16 @@ def as_domain_error(error: Exception, method: str) -> DomainError:
     return DomainError("internal error")
 
 
-class ErrorMappingInterceptor(ServerInterceptor):
+class ErrorMappingInterceptor(AroundInterceptor):
     """Turns exceptions into statuses; unexpected ones are logged and answered as INTERNAL."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-
-        async def abort(context: grpc.aio.ServicerContext[Any, Any], caught: Exception) -> None:
-            error = as_domain_error(caught, method)
-            await context.abort(
-                MAPPINGS[error.kind].code, error.message, trailing_metadata=trailing_metadata(error, method)
-            )
-
-        async def unary(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                return await call_unary(behavior, request, context)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception as caught:
-                await abort(context, caught)
-                raise AssertionError("unreachable: abort raises") from caught
-
-        async def stream(
-            behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            try:
-                async for item in call_stream(behavior, request, context):
-                    yield item
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception as caught:
-                await abort(context, caught)
-
-        return wrap_handler(await continuation(handler_call_details), unary, stream)  # type: ignore[return-value]
+    @asynccontextmanager
+    async def around(self, details: grpc.HandlerCallDetails, context: Context) -> AsyncIterator[None]:
+        try:
+            yield
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as caught:
+            error = as_domain_error(caught, details.method)
+            metadata = trailing_metadata(error, details.method)
+            await context.abort(MAPPINGS[error.kind].code, error.message, trailing_metadata=metadata)

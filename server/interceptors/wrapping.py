@@ -1,9 +1,14 @@
-"""Wrapping an RPC method handler's behaviour, for unary and streaming responses alike."""
+"""Interceptors that run code around each call, for unary and streaming responses alike.
+
+An interceptor says what happens around one call as an async context manager (`around`); the
+handler wrapping here runs every kind of RPC method inside it.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -13,15 +18,14 @@ if TYPE_CHECKING:
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 
+Context = grpc.aio.ServicerContext[Any, Any]
 #: A servicer method: (request, context) -> response, awaitable response or async iterator.
 Behavior = Callable[..., Any]
-#: Wraps a unary-response call: (behavior, request, context) -> response.
-UnaryAround = Callable[[Behavior, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-#: Wraps a streaming-response call: (behavior, request, context) -> async iterator of responses.
-StreamAround = Callable[[Behavior, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+#: What runs around one call, given its context.
+Around = Callable[[Context], AbstractAsyncContextManager[None]]
 
 
-async def call_unary(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+async def call_unary(behavior: Behavior, request: Any, context: Context) -> Any:
     """Call a unary-response behaviour, sync or async."""
     result = behavior(request, context)
     if inspect.isawaitable(result):
@@ -29,9 +33,7 @@ async def call_unary(behavior: Behavior, request: Any, context: grpc.aio.Service
     return result
 
 
-async def call_stream(
-    behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-) -> AsyncIterator[Any]:
+async def call_stream(behavior: Behavior, request: Any, context: Context) -> AsyncIterator[Any]:
     """Call a streaming-response behaviour (an async generator, or a coroutine using `context.write`)."""
     result = behavior(request, context)
     if inspect.isasyncgen(result) or hasattr(result, "__aiter__"):
@@ -42,50 +44,59 @@ async def call_stream(
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any] | None, unary: UnaryAround, stream: StreamAround
+    handler: grpc.RpcMethodHandler[Any, Any] | None, around: Around
 ) -> grpc.RpcMethodHandler[Any, Any] | None:
-    """A handler like `handler` whose behaviour runs inside `unary` or `stream`."""
+    """A handler like `handler` whose behaviour runs inside `around(context)`."""
     if handler is None:
         return None
     options = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+
+    def unary(behavior: Behavior) -> Behavior:
+        async def run(request: Any, context: Context) -> Any:
+            async with around(context):
+                return await call_unary(behavior, request, context)
+
+        return run
+
+    def stream(behavior: Behavior) -> Behavior:
+        async def run(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with around(context):
+                async for item in call_stream(behavior, request, context):
+                    yield item
+
+        return run
+
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            return await unary(inner_uu, request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **options)
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async for item in stream(inner_us, request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **options)
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **options)
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            return await unary(inner_su, requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
-    inner_ss = handler.stream_stream
-    assert inner_ss is not None
-
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async for item in stream(inner_ss, requests, context):
-            yield item
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **options)
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **options)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **options)
 
 
-def metadata_value(context: grpc.aio.ServicerContext[Any, Any], name: str) -> str | None:
+class AroundInterceptor(ServerInterceptor):
+    """Base of the interceptors here: subclasses define `around` for one call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        # An unknown method has no handler: None passes through and gRPC answers UNIMPLEMENTED.
+        return wrap_handler(handler, lambda context: self.around(handler_call_details, context))  # type: ignore[return-value]
+
+    def around(self, details: grpc.HandlerCallDetails, context: Context) -> AbstractAsyncContextManager[None]:
+        """What happens around one call."""
+        raise NotImplementedError
+
+
+def metadata_value(context: Context, name: str) -> str | None:
     """The first value of invocation metadata `name` (lower case), as text."""
     for key, value in context.invocation_metadata() or ():
         if key == name:

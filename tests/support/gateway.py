@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,14 +15,14 @@ import grpc
 from server.app import Runtime, start
 from server.edge.config import EdgeConfig
 from server.edge.process import EnvoyProcess
-from server.interceptors.wrapping import Behavior, ServerInterceptor, call_stream, call_unary, wrap_handler
+from server.interceptors.wrapping import AroundInterceptor, Context, ServerInterceptor
 from server.settings import Settings
 
 T = TypeVar("T")
 START_TIMEOUT_SECONDS = 60
 
 
-class MethodRecorder(ServerInterceptor):
+class MethodRecorder(AroundInterceptor):
     """Remembers which gRPC methods ran, in order. A call is recorded when its method runs with a
     request, not when Envoy merely opens a stream it then resets (a body too large, bad JSON)."""
 
@@ -30,29 +30,11 @@ class MethodRecorder(ServerInterceptor):
         self.methods: list[str] = []
         self._lock = threading.Lock()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-
-        def record() -> None:
-            with self._lock:
-                self.methods.append(method)
-
-        async def unary(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            record()
-            return await call_unary(behavior, request, context)
-
-        async def stream(
-            behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            record()
-            async for item in call_stream(behavior, request, context):
-                yield item
-
-        return wrap_handler(await continuation(handler_call_details), unary, stream)  # type: ignore[return-value]
+    @asynccontextmanager
+    async def around(self, details: grpc.HandlerCallDetails, context: Context) -> AsyncIterator[None]:
+        with self._lock:
+            self.methods.append(details.method)
+        yield
 
     def take(self) -> list[str]:
         """The methods called since the last `take`."""
