@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
+import httpx
 from crosscompute.v1 import (
     accounts_service_pb2,
     accounts_service_pb2_grpc,
@@ -25,12 +26,24 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.api.accounts import AccountsServicer
+from server.api.admin import AdminServicer
+from server.api.inference import InferenceServicer
 from server.api.system import SystemServicer
-from server.api.unbuilt import AccountsServicer, AdminServicer, AgentsServicer, InferenceServicer
+from server.api.unbuilt import AgentsServicer
 from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
-from server.db.repositories import DatabaseProbe
+from server.db.notifications import listen_for_revoked_keys
+from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
+from server.db.repositories.accounts import KeyRow
 from server.db.urls import DatabaseUrls, resolve
+from server.domain.accounts import AccountPolicy, PeopleAccounts
+from server.domain.admin import Administration
+from server.domain.catalog import Catalog
+from server.domain.credits import MICRO_PER_CREDIT
+from server.domain.key_auth import ApiKeyAuthenticator
+from server.domain.key_cache import KeyCache
+from server.domain.supabase_tokens import SupabaseTokenVerifier
 from server.interceptors import default_interceptors
 from server.interceptors.wrapping import ServerInterceptor
 from server.settings import Settings
@@ -58,10 +71,17 @@ class Runtime:
     engine: AsyncEngine
     server: grpc.aio.Server
     port: int
+    http_client: httpx.AsyncClient
+    key_cache: KeyCache[KeyRow]
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
-        """Finish calls in flight (up to the grace period), then release the database."""
+        """Finish calls in flight (up to the grace period), then release what the server holds."""
         await self.server.stop(grace_seconds)
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.http_client.aclose()
         await self.engine.dispose()
 
 
@@ -71,6 +91,35 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     await asyncio.to_thread(upgrade, database)
     engine = create_engine(database)
     sessions = session_factory(engine)
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+    accounts = AccountRepository(sessions)
+    ledger = LedgerRepository(sessions)
+    shared_database = database.backend == "postgresql"
+    key_cache: KeyCache[KeyRow] = KeyCache(settings.key_cache_seconds, needs_listener=shared_database)
+    background: list[asyncio.Task[None]] = []
+    if shared_database:
+        background.append(
+            asyncio.create_task(
+                listen_for_revoked_keys(database, key_cache.forget, key_cache.listening),
+                name="key-revocations",
+            )
+        )
+    verifier = SupabaseTokenVerifier(
+        supabase_url=settings.supabase_url,
+        jwt_secret=settings.supabase_jwt_secret,
+        min_refresh_seconds=settings.supabase_jwks_min_refresh_seconds,
+        client=http_client,
+    )
+    people = PeopleAccounts(
+        accounts,
+        AccountPolicy(
+            signup_micro=settings.signup_micro,
+            max_active_keys=settings.max_active_keys,
+            max_quota_micro=settings.max_key_quota_credits * MICRO_PER_CREDIT,
+        ),
+        key_cache,
+    )
+    authenticator = ApiKeyAuthenticator(accounts, key_cache)
 
     limit = settings.max_body_bytes + 1024 * 1024
     server = grpc.aio.server(
@@ -84,10 +133,16 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(settings, DatabaseProbe(sessions), database.backend), server
     )
-    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(), server)
+    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
+        AccountsServicer(verifier, people), server
+    )
     agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(), server)
-    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), server)
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(authenticator, Catalog()), server
+    )
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(Administration(settings.admin_token, ledger, accounts)), server
+    )
 
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -103,4 +158,13 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     logger.info(
         "grpc server started", extra={"address": f"{settings.grpc_host}:{port}", "database": database.backend}
     )
-    return Runtime(settings=settings, database=database, engine=engine, server=server, port=port)
+    return Runtime(
+        settings=settings,
+        database=database,
+        engine=engine,
+        server=server,
+        port=port,
+        http_client=http_client,
+        key_cache=key_cache,
+        background=background,
+    )

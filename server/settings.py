@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.domain.errors import ConfigurationError
+from server.domain.credits import credits_to_micro
+from server.domain.errors import ConfigurationError, InvalidArgument
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "crosscompute.sqlite3"
@@ -62,6 +63,23 @@ class Settings:
         "CROSSCOMPUTE_STREAM_IDLE_TIMEOUT_SECONDS",
         "A stream with no bytes for this long is cut (there is no total timeout).",
         300,
+    )
+    signup_credits: str = setting(
+        "CROSSCOMPUTE_SIGNUP_CREDITS", "Credits granted once to each person at bootstrap (decimal).", "100"
+    )
+    max_active_keys: int = setting(
+        "CROSSCOMPUTE_MAX_ACTIVE_KEYS", "Most active API keys one account may hold.", 25
+    )
+    max_key_quota_credits: int = setting(
+        "CROSSCOMPUTE_MAX_KEY_QUOTA_CREDITS", "Largest `quotaCredits` a key may be given.", 1_000_000_000
+    )
+    key_cache_seconds: int = setting(
+        "CROSSCOMPUTE_KEY_CACHE_SECONDS",
+        "How long a key lookup is cached (0: never); a deactivation evicts it at once on every replica.",
+        30,
+    )
+    supabase_jwks_min_refresh_seconds: int = setting(
+        "SUPABASE_JWKS_MIN_REFRESH_SECONDS", "Least time between JWKS refetches caused by unknown `kid`s.", 10
     )
     supabase_url: str = setting("SUPABASE_URL", "Supabase project URL, e.g. `https://abc.supabase.co`.", "")
     supabase_publishable_key: str = setting(
@@ -123,9 +141,19 @@ class Settings:
             )
         if public_key and public_key in self.secret_values():
             raise ConfigurationError("the Supabase public key equals a configured secret")
+        try:
+            if self.signup_micro < 0:
+                raise ConfigurationError("CROSSCOMPUTE_SIGNUP_CREDITS must not be negative")
+        except InvalidArgument as error:
+            raise ConfigurationError(f"CROSSCOMPUTE_SIGNUP_CREDITS: {error.message}") from None
         if self.x402_network not in X402_NETWORKS:
             raise ConfigurationError(f"X402_NETWORK must be one of {sorted(X402_NETWORKS)}")
         return self
+
+    @property
+    def signup_micro(self) -> int:
+        """The signup grant in micro-credits."""
+        return credits_to_micro(self.signup_credits, param="CROSSCOMPUTE_SIGNUP_CREDITS")
 
     @property
     def supabase_public_key(self) -> str:

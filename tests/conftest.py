@@ -11,6 +11,7 @@ import pytest
 from server.settings import Settings
 from tests.support.databases import postgres_database
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.supabase import JWT_SECRET, SupabaseStandIn
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -31,10 +32,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
 
 
+ADMIN_TOKEN = "admin-token-for-tests-5b2f0c"
+MAX_ACTIVE_KEYS = 5
+
+
 @pytest.fixture(scope="session")
-def gateway(database_url: str) -> Iterator[Gateway]:
+def supabase() -> Iterator[SupabaseStandIn]:
+    """Supabase Auth's JWKS endpoint, served locally, and a minter of its tokens."""
+    with SupabaseStandIn().running() as stand_in:
+        yield stand_in
+
+
+def gateway_settings(database_url: str, supabase: SupabaseStandIn, **overrides: str) -> Settings:
+    """The settings the test gateways run with: sign-in through the stand-in, an admin token."""
+    return make_settings(
+        database_url,
+        SUPABASE_URL=supabase.url,
+        SUPABASE_JWT_SECRET=JWT_SECRET,
+        SUPABASE_JWKS_MIN_REFRESH_SECONDS="0",
+        CROSSCOMPUTE_ADMIN_TOKEN=ADMIN_TOKEN,
+        CROSSCOMPUTE_MAX_ACTIVE_KEYS=str(MAX_ACTIVE_KEYS),
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(database_url: str, supabase: SupabaseStandIn) -> Iterator[Gateway]:
     """The real gateway (gRPC server and Envoy) on the session's database."""
-    with running_gateway(make_settings(database_url)) as running:
+    with running_gateway(gateway_settings(database_url, supabase)) as running:
         yield running
 
 

@@ -9,17 +9,13 @@ from typing import Any
 import grpc
 import pytest
 from crosscompute.v1 import (
-    admin_service_pb2,
-    admin_service_pb2_grpc,
     inference_service_pb2,
     inference_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
 )
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from server.app import SERVICE_NAMES
 from server.domain.errors import PaymentRequired, RateLimited
@@ -53,21 +49,6 @@ async def test_reflection_lists_every_service_including_admin(gateway: Gateway) 
     assert set(SERVICE_NAMES) <= names
     assert "crosscompute.v1.AdminService" in names
     assert "grpc.health.v1.Health" in names
-
-
-async def test_admin_service_is_served_on_grpc_and_says_it_is_not_built_yet(gateway: Gateway) -> None:
-    async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
-        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.GetAccount(admin_service_pb2.GetAccountRequest(account_id="x"))
-    error = raised.value
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error.details() == "GetAccount is not implemented yet"
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    assert (info.reason, info.domain) == ("NOT_IMPLEMENTED", "crosscompute.io")
 
 
 class FailingSystem(system_service_pb2_grpc.SystemServiceServicer):

@@ -21,23 +21,23 @@ def openai_client(gateway: Gateway, api_key: str = "cc_live_not-a-real-key") -> 
 
 
 def test_api_routes_answer_errors_in_the_api_shape(http: httpx.Client) -> None:
-    response = http.get("/api/me")
+    response = http.get("/api/agents/me")
     assert response.status_code == 501
     assert response.json() == {
         "ok": False,
-        "error": {"code": "NOT_IMPLEMENTED", "message": "GetMe is not implemented yet"},
+        "error": {"code": "NOT_IMPLEMENTED", "message": "GetCurrentAgent is not implemented yet"},
     }
 
 
 def test_openai_routes_answer_errors_in_openai_shape_and_the_client_raises(gateway: Gateway) -> None:
     client = openai_client(gateway)
-    with pytest.raises(openai.APIStatusError) as raised:
+    with pytest.raises(openai.AuthenticationError) as raised:
         client.models.list()
-    assert raised.value.status_code == 501
+    assert raised.value.status_code == 401
     assert raised.value.body == {
-        "message": "ListModels is not implemented yet",
-        "type": "api_error",
-        "code": "not_implemented",
+        "message": "Incorrect API key provided.",
+        "type": "authentication_error",
+        "code": "invalid_api_key",
         "param": None,
     }
     with pytest.raises(openai.NotFoundError) as missing:
@@ -84,7 +84,7 @@ def test_bodies_over_ten_mib_reach_the_server(gateway: Gateway, http: httpx.Clie
     payload = {"model": "auto", "messages": [{"role": "user", "content": content}]}
     response = http.post("/v1/chat/completions", json=payload)
     assert gateway.recorder.take() == ["/crosscompute.v1.InferenceService/CreateChatCompletion"]
-    assert response.status_code == 501
+    assert response.status_code == 401, "it reached the method, which wants a real key"
 
 
 def test_unknown_query_parameters_are_ignored(http: httpx.Client) -> None:
@@ -119,7 +119,7 @@ def test_the_request_id_reaches_the_access_log_and_secrets_do_not(
     assert len(calls) == 1
     line = json.loads(JsonFormatter().format(calls[0]))
     assert line["method"] == "/crosscompute.v1.AccountsService/GetMe"
-    assert line["status"] == "UNIMPLEMENTED"
+    assert line["status"] == "UNAUTHENTICATED"
     assert line["request_id"] == "trace-4242"
     assert isinstance(line["latency_ms"], float)
     formatted = "\n".join(JsonFormatter().format(record) for record in caplog.records)

@@ -1,11 +1,10 @@
-"""Repositories: the only code that writes SQL. Each method is one transaction."""
+"""The credit ledger: every change of a balance, once per idempotency key, never below zero."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,20 +19,6 @@ _LEDGER_TOTALS = {
     "debit": Account.used_micro,
     "refund": Account.used_micro,
 }
-
-
-class DatabaseProbe:
-    """Answers whether the database can be reached, and how fast."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-
-    async def ping(self) -> float:
-        """Run a trivial query; return its latency in milliseconds. Raises when the database is down."""
-        started = time.perf_counter()
-        async with self._sessions() as session:
-            await session.execute(text("SELECT 1"))
-        return (time.perf_counter() - started) * 1000
 
 
 @dataclass(frozen=True)
@@ -76,7 +61,7 @@ class LedgerRepository:
         """
         try:
             async with self._sessions.begin() as session:
-                balance = await self._move(session, account_id, amount_micro, kind)
+                balance = await self.move(session, account_id, amount_micro, kind)
                 entry = LedgerEntry(
                     account_id=account_id,
                     key_id=key_id,
@@ -111,7 +96,9 @@ class LedgerRepository:
             )
             return sum(rows)
 
-    async def _move(self, session: AsyncSession, account_id: str, amount_micro: int, kind: str) -> int:
+    @staticmethod
+    async def move(session: AsyncSession, account_id: str, amount_micro: int, kind: str) -> int:
+        """Inside `session`'s transaction: change the balance (and its total); return the new balance."""
         total = _LEDGER_TOTALS[kind]
         # Debits and revocations are negative amounts; the totals count them as positive usage.
         total_change = -amount_micro if kind in {"debit", "refund"} else amount_micro

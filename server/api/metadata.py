@@ -1,0 +1,22 @@
+"""Reading what callers send in metadata (HTTP headers through Envoy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from server.interceptors.wrapping import metadata_value
+
+ADMIN_TOKEN_HEADER = "x-crosscompute-admin-token"  # noqa: S105 - a header name, not a secret
+
+
+def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None."""
+    value = metadata_value(context, "authorization")
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

@@ -1,0 +1,111 @@
+"""A stand-in for Supabase Auth's public side: a JWKS served over HTTP, and tokens minted like
+Supabase mints them (ES256 with a `kid`, or HS256 with the legacy JWT secret)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+JWT_SECRET = "legacy-hs256-jwt-secret-for-tests-0123456789abcdef"
+JWKS_PATH = "/auth/v1/.well-known/jwks.json"
+
+
+@dataclass
+class SigningKey:
+    """An ES256 key pair with its key id."""
+
+    kid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    private: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private.public_key()))
+        return {**jwk, "kid": self.kid, "alg": "ES256", "use": "sig"}
+
+
+class SupabaseStandIn:
+    """Serves `GET /auth/v1/.well-known/jwks.json` with the keys it holds; counts fetches."""
+
+    def __init__(self) -> None:
+        self.keys: list[SigningKey] = [SigningKey()]
+        self.fetches = 0
+        self.failing = False
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.url}/auth/v1"
+
+    @contextmanager
+    def running(self) -> Iterator[SupabaseStandIn]:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                stand_in.fetches += 1
+                if self.path != JWKS_PATH or stand_in.failing:
+                    self.send_error(503 if stand_in.failing else 404)
+                    return
+                body = json.dumps({"keys": [key.public_jwk() for key in stand_in.keys]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+            thread.join(10)
+
+    def claims(self, user_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """Claims like Supabase's for a signed-in user, with `overrides` applied (None removes)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": "authenticated",
+            "exp": now + 3600,
+            "iat": now,
+            "sub": user_id or str(uuid.uuid4()),
+            "role": "authenticated",
+            "email": "person@example.com",
+            "session_id": str(uuid.uuid4()),
+            "is_anonymous": False,
+            "app_metadata": {"provider": "email"},
+            "user_metadata": {},
+        }
+        claims.update(overrides)
+        return {name: value for name, value in claims.items() if value is not None}
+
+    def es256(self, claims: dict[str, Any], key: SigningKey | None = None) -> str:
+        key = key or self.keys[0]
+        return jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid})
+
+    def hs256(self, claims: dict[str, Any], secret: str = JWT_SECRET) -> str:
+        return jwt.encode(claims, secret, algorithm="HS256")
