@@ -208,6 +208,16 @@ def test_the_inference_api_refuses_missing_and_unknown_keys(person: Person, gate
         assert refused.value.status_code == 401
 
 
+def test_using_a_key_records_when_it_was_last_used(person: Person) -> None:
+    secret = person.bootstrap()["apiKey"]
+    assert "lastUsedAt" not in person.get("/api/keys").json()["keys"][0]
+    person.openai(secret).models.list()
+    used = person.get("/api/keys").json()["keys"][0]
+    last_used = datetime.fromisoformat(used["lastUsedAt"].replace("Z", "+00:00"))
+    created = datetime.fromisoformat(used["createdAt"].replace("Z", "+00:00"))
+    assert last_used >= created
+
+
 def test_models_answer_with_the_catalog_headers(person: Person, http: httpx.Client) -> None:
     secret = person.bootstrap()["apiKey"]
     response = http.get("/v1/models", headers={"authorization": f"Bearer {secret}"})

@@ -31,6 +31,13 @@ def test_an_es256_token_signs_in_before_bootstrap(http: httpx.Client, supabase: 
     }
 
 
+def test_an_rs256_token_signs_in(http: httpx.Client, supabase: SupabaseStandIn) -> None:
+    claims = supabase.claims()
+    response = me(http, supabase.rs256(claims))
+    assert response.status_code == 200
+    assert response.json()["user"]["id"] == claims["sub"]
+
+
 def test_an_hs256_token_of_an_older_project_signs_in(http: httpx.Client, supabase: SupabaseStandIn) -> None:
     claims = supabase.claims()
     response = me(http, supabase.hs256(claims))

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 JWT_SECRET = "legacy-hs256-jwt-secret-for-tests-0123456789abcdef"
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
@@ -22,23 +22,33 @@ JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 
 @dataclass
 class SigningKey:
-    """An ES256 key pair with its key id."""
+    """An ES256 (or RS256) key pair with its key id."""
 
+    algorithm: str = "ES256"
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    private: ec.EllipticCurvePrivateKey = field(
-        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
-    )
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.algorithm == "RS256":
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            self.private = ec.generate_private_key(ec.SECP256R1())
 
     def public_jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private.public_key()))
-        return {**jwk, "kid": self.kid, "alg": "ES256", "use": "sig"}
+        public = self.private.public_key()
+        text = (
+            jwt.algorithms.RSAAlgorithm.to_jwk(public)
+            if isinstance(public, rsa.RSAPublicKey)
+            else jwt.algorithms.ECAlgorithm.to_jwk(public)
+        )
+        return {**json.loads(text), "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
 
 class SupabaseStandIn:
     """Serves `GET /auth/v1/.well-known/jwks.json` with the keys it holds; counts fetches."""
 
     def __init__(self) -> None:
-        self.keys: list[SigningKey] = [SigningKey()]
+        self.keys: list[SigningKey] = [SigningKey(), SigningKey("RS256")]
         self.fetches = 0
         self.failing = False
         self._server: ThreadingHTTPServer | None = None
@@ -105,7 +115,10 @@ class SupabaseStandIn:
 
     def es256(self, claims: dict[str, Any], key: SigningKey | None = None) -> str:
         key = key or self.keys[0]
-        return jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid})
+        return jwt.encode(claims, key.private, algorithm=key.algorithm, headers={"kid": key.kid})
+
+    def rs256(self, claims: dict[str, Any]) -> str:
+        return self.es256(claims, key=next(key for key in self.keys if key.algorithm == "RS256"))
 
     def hs256(self, claims: dict[str, Any], secret: str = JWT_SECRET) -> str:
         return jwt.encode(claims, secret, algorithm="HS256")
