@@ -36,13 +36,17 @@ from server.db.migrate import upgrade
 from server.db.notifications import listen_for_revoked_keys
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
+from server.db.repositories.usage import UsageRepository
 from server.db.urls import DatabaseUrls, resolve
 from server.domain.accounts import AccountPolicy, PeopleAccounts
 from server.domain.admin import Administration
-from server.domain.catalog import Catalog
+from server.domain.catalog import Catalog, configured_providers, load_catalog_file
+from server.domain.chat.service import ChatService
 from server.domain.credits import MICRO_PER_CREDIT
 from server.domain.key_auth import ApiKeyAuthenticator
 from server.domain.key_cache import KeyCache
+from server.domain.providers.base import ProviderClient
+from server.domain.providers.registry import provider_clients, release_stale_reservations
 from server.domain.supabase_tokens import SupabaseTokenVerifier
 from server.interceptors import default_interceptors
 from server.interceptors.wrapping import ServerInterceptor
@@ -72,6 +76,7 @@ class Runtime:
     server: grpc.aio.Server
     port: int
     http_client: httpx.AsyncClient
+    provider_clients: dict[str, ProviderClient]
     key_cache: KeyCache[KeyRow]
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -82,6 +87,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.http_client.aclose()
+        for client in self.provider_clients.values():
+            await client.aclose()
         await self.engine.dispose()
 
 
@@ -120,6 +127,14 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         key_cache,
     )
     authenticator = ApiKeyAuthenticator(accounts, key_cache)
+    catalog_file = load_catalog_file(settings.catalog_file)
+    catalog = Catalog(
+        catalog_file, configured_providers(catalog_file, settings.provider_env, settings.simulator)
+    )
+    clients = provider_clients(catalog.providers, settings.upstream_timeout_seconds)
+    usage = UsageRepository(sessions)
+    chat = ChatService(catalog, clients, usage, settings.credits_per_usd_decimal)
+    background.append(asyncio.create_task(release_stale_reservations(usage), name="stale-reservations"))
 
     limit = settings.max_body_bytes + 1024 * 1024
     server = grpc.aio.server(
@@ -131,14 +146,14 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         ],
     )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
-        SystemServicer(settings, DatabaseProbe(sessions), database.backend), server
+        SystemServicer(settings, DatabaseProbe(sessions), database.backend, catalog), server
     )
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
         AccountsServicer(verifier, people), server
     )
     agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(authenticator, Catalog()), server
+        InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(Administration(settings.admin_token, ledger, accounts)), server
@@ -165,6 +180,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         server=server,
         port=port,
         http_client=http_client,
+        provider_clients=clients,
         key_cache=key_cache,
         background=background,
     )

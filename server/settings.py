@@ -11,22 +11,25 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from server.domain.catalog import DEFAULT_CATALOG
 from server.domain.credits import credits_to_micro
 from server.domain.errors import ConfigurationError, InvalidArgument
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "crosscompute.sqlite3"
 
-#: Provider name → the environment variable whose presence enables it.
-PROVIDER_KEY_VARIABLES: dict[str, str] = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
+#: Providers of the default catalog and the variables that configure them (the catalog file says which
+#: variable each provider reads; any `*_API_KEY` and `*_BASE_URL` variable is passed to it).
+PROVIDER_VARIABLES: dict[str, tuple[str, str]] = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    "deepseek": ("DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL"),
+    "gemini": ("GEMINI_API_KEY", "GEMINI_BASE_URL"),
+    "openrouter": ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL"),
 }
 
 
@@ -111,7 +114,24 @@ class Settings:
     x402_network: str = setting("X402_NETWORK", "x402 network: `base-sepolia` or `base`.", "base-sepolia")
     x402_asset: str = setting("X402_ASSET", "Token contract paid in; empty means the network's USDC.", "")
     x402_facilitator_url: str = setting("X402_FACILITATOR_URL", "x402 facilitator base URL.", "")
-    provider_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    catalog_path: str = setting(
+        "CROSSCOMPUTE_CATALOG", "Model catalog JSON file; empty means `server/catalog/models.json`.", ""
+    )
+    simulator: str = setting(
+        "CROSSCOMPUTE_SIMULATOR",
+        "The local simulator provider (not a real model): `auto` (on when no provider is set), `on`, `off`.",
+        "auto",
+    )
+    credits_per_usd: str = setting(
+        "CROSSCOMPUTE_CREDITS_PER_USD", "Credits per US dollar of provider price (decimal).", "1000"
+    )
+    upstream_timeout_seconds: int = setting(
+        "CROSSCOMPUTE_UPSTREAM_TIMEOUT_SECONDS",
+        "Longest wait for a provider's answer (or its next chunk).",
+        120,
+    )
+    #: Every `*_API_KEY` and `*_BASE_URL` variable, for the catalog's providers (keys are secrets).
+    provider_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,10 +144,10 @@ class Settings:
                 continue
             raw = env[name].strip()
             values[item.name] = _parse(name, raw, item.default)
-        values["provider_keys"] = {
-            provider: env[variable]
-            for provider, variable in PROVIDER_KEY_VARIABLES.items()
-            if env.get(variable)
+        values["provider_env"] = {
+            name: value.strip()
+            for name, value in env.items()
+            if name.endswith(("_API_KEY", "_BASE_URL")) and value.strip()
         }
         return cls(**values).validated()
 
@@ -146,6 +166,13 @@ class Settings:
                 raise ConfigurationError("CROSSCOMPUTE_SIGNUP_CREDITS must not be negative")
         except InvalidArgument as error:
             raise ConfigurationError(f"CROSSCOMPUTE_SIGNUP_CREDITS: {error.message}") from None
+        if self.simulator not in {"auto", "on", "off"}:
+            raise ConfigurationError("CROSSCOMPUTE_SIMULATOR must be auto, on or off")
+        try:
+            if credits_to_micro(self.credits_per_usd, param="CROSSCOMPUTE_CREDITS_PER_USD") <= 0:
+                raise ConfigurationError("CROSSCOMPUTE_CREDITS_PER_USD must be positive")
+        except InvalidArgument as error:
+            raise ConfigurationError(error.message) from None
         if self.x402_network not in X402_NETWORKS:
             raise ConfigurationError(f"X402_NETWORK must be one of {sorted(X402_NETWORKS)}")
         return self
@@ -166,9 +193,14 @@ class Settings:
         return bool(self.supabase_url and self.supabase_public_key)
 
     @property
-    def providers_configured(self) -> dict[str, bool]:
-        """Every known provider, and whether its key is set."""
-        return {provider: provider in self.provider_keys for provider in PROVIDER_KEY_VARIABLES}
+    def credits_per_usd_decimal(self) -> Decimal:
+        """Credits per US dollar, exactly."""
+        return Decimal(self.credits_per_usd)
+
+    @property
+    def catalog_file(self) -> Path:
+        """The model catalog to load."""
+        return Path(self.catalog_path) if self.catalog_path else DEFAULT_CATALOG
 
     @property
     def x402_enabled(self) -> bool:
@@ -192,7 +224,8 @@ class Settings:
             for item in dataclasses.fields(self)
             if item.metadata.get("secret") and getattr(self, item.name)
         ]
-        return [*secrets, *self.provider_keys.values()]
+        keys = [value for name, value in self.provider_env.items() if name.endswith("_API_KEY")]
+        return [*secrets, *keys]
 
 
 #: x402 networks the gateway accepts, with their USDC contract.
@@ -209,9 +242,11 @@ def documented_variables() -> list[tuple[str, str, str]]:
         if "env" in item.metadata:
             default = "" if item.metadata["secret"] else str(item.default)
             rows.append((item.metadata["env"], default, item.metadata["doc"]))
-    rows.extend(
-        (variable, "", f"Enables the {name} provider. Secret.")
-        for name, variable in PROVIDER_KEY_VARIABLES.items()
+    for name, (key, base_url) in PROVIDER_VARIABLES.items():
+        rows.append((key, "", f"Enables the {name} provider. Secret."))
+        rows.append((base_url, "", f"Overrides the {name} API base URL (for proxies and tests)."))
+    rows.append(
+        ("OLLAMA_BASE_URL", "", "Enables a self-hosted OpenAI-compatible server (Ollama, vLLM, llama.cpp).")
     )
     return rows
 

@@ -50,7 +50,8 @@ def test_secrets_never_appear_in_repr() -> None:
     )
     text = repr(settings)
     assert "jwt-secret-value" not in text and "sk-value" not in text and "adm'" not in text
-    assert settings.providers_configured["openai"] is True
+    assert settings.provider_env["OPENAI_API_KEY"] == "sk-value"
+    assert "sk-value" in settings.secret_values()
 
 
 def test_database_urls_pick_the_drivers_and_never_echo_a_password(tmp_path: Path) -> None:

@@ -56,7 +56,10 @@ def test_health_reports_the_contract_fields(gateway: Gateway, http: httpx.Client
         "deepseek": False,
         "gemini": False,
         "openrouter": False,
+        "ollama": False,
+        "simulator": True,
     }
+    assert body["simulatorEnabled"] is True, "no provider is configured: the simulator serves, and says so"
     assert body["paymentChannels"] == {"x402": {"enabled": False}}
     assert body["database"]["ok"] is True
     assert body["database"]["backend"] == gateway.backend
@@ -69,6 +72,8 @@ def test_health_reflects_the_configuration(configured: Gateway) -> None:
     assert body["providersConfigured"]["openai"] is True
     assert body["providersConfigured"]["anthropic"] is True
     assert body["providersConfigured"]["deepseek"] is False
+    assert body["providersConfigured"]["simulator"] is False
+    assert body["simulatorEnabled"] is False
     assert body["x402"] == {
         "enabled": True,
         "network": "base",

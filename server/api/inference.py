@@ -3,32 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import grpc
 from crosscompute.v1 import inference_service_pb2 as pb
 from crosscompute.v1 import inference_service_pb2_grpc as pb_grpc
+from google.api import httpbody_pb2
 
 from server.api.metadata import bearer_token
 from server.domain.catalog import Catalog, CatalogEntry
-from server.domain.errors import NotFound, NotImplementedYet
+from server.domain.chat.service import ChatService
+from server.domain.errors import NotFound
 from server.domain.key_auth import ApiKeyAuthenticator
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def model(entry: CatalogEntry) -> pb.Model:
-    return pb.Model(
+def model(entry: CatalogEntry, credits_per_usd: Decimal) -> pb.Model:
+    """A catalog entry as an OpenAI model object, with prices in credits per million tokens."""
+    message = pb.Model(
         id=entry.id, object="model", created=entry.created, owned_by=entry.owned_by, name=entry.name
     )
+    spec = entry.spec
+    if spec is not None:
+        message.context_length = spec.context_window
+        message.pricing.CopyFrom(
+            pb.ModelPricing(
+                prompt=f"{(spec.prices.input * credits_per_usd).normalize():f}",
+                completion=f"{(spec.prices.output * credits_per_usd).normalize():f}",
+                input_cache_read=f"{(spec.prices.cached_input * credits_per_usd).normalize():f}",
+                rule=spec.price_rule,
+            )
+        )
+        message.capabilities.CopyFrom(
+            pb.ModelCapabilities(tools=spec.tools, vision=spec.vision, reasoning=spec.reasoning)
+        )
+    return message
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     """Models and chat completions."""
 
-    def __init__(self, authenticator: ApiKeyAuthenticator, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        authenticator: ApiKeyAuthenticator,
+        catalog: Catalog,
+        chat: ChatService,
+        credits_per_usd: Decimal,
+    ) -> None:
         self._authenticator = authenticator
         self._catalog = catalog
+        self._chat = chat
+        self._credits_per_usd = credits_per_usd
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         await self._authenticator.authenticate(bearer_token(context))
@@ -36,7 +63,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         await context.send_initial_metadata(
             (("x-crosscompute-model-catalog", "local"), ("x-crosscompute-model-count", str(len(entries))))
         )
-        return pb.ListModelsResponse(object="list", data=[model(entry) for entry in entries])
+        return pb.ListModelsResponse(
+            object="list", data=[model(entry, self._credits_per_usd) for entry in entries]
+        )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         await self._authenticator.authenticate(bearer_token(context))
@@ -47,11 +76,24 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 reason="MODEL_NOT_FOUND",
                 param="model",
             )
-        return model(entry)
+        return model(entry, self._credits_per_usd)
 
     async def CreateChatCompletion(
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.CreateChatCompletionResponse]:
-        await self._authenticator.authenticate(bearer_token(context))
-        raise NotImplementedYet("CreateChatCompletion is not implemented yet")
-        yield  # a streaming method
+        principal = await self._authenticator.authenticate(bearer_token(context))
+        call = await self._chat.start(principal, request.body.data)
+        await context.send_initial_metadata(tuple(call.headers))
+        if call.body is not None:
+            yield pb.CreateChatCompletionResponse(
+                body=httpbody_pb2.HttpBody(content_type="application/json", data=call.body)
+            )
+            return
+        assert call.chunks is not None
+        content_type = "text/event-stream"
+        async for chunk in call.chunks:
+            # The first message's content type becomes the HTTP response's.
+            yield pb.CreateChatCompletionResponse(
+                body=httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
+            )
+            content_type = ""

@@ -9,6 +9,7 @@ from crosscompute.v1 import system_service_pb2 as pb
 from crosscompute.v1 import system_service_pb2_grpc as pb_grpc
 
 from server.api.http import send_http_status
+from server.domain.catalog import Catalog
 from server.domain.health import Probe, check_health
 from server.domain.public_config import public_config
 from server.settings import Settings
@@ -17,15 +18,22 @@ from server.settings import Settings
 class SystemServicer(pb_grpc.SystemServiceServicer):
     """Health and public configuration."""
 
-    def __init__(self, settings: Settings, probe: Probe, backend: str) -> None:
+    def __init__(self, settings: Settings, probe: Probe, backend: str, catalog: Catalog) -> None:
         self._settings = settings
         self._probe = probe
         self._backend = backend
+        self._catalog = catalog
 
     async def GetHealth(
         self, request: pb.GetHealthRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetHealthResponse:
-        report = await check_health(self._settings, self._probe, self._backend)
+        report = await check_health(
+            self._settings,
+            self._probe,
+            self._backend,
+            self._catalog.providers_configured(),
+            self._catalog.simulated,
+        )
         if not report.ok:
             await send_http_status(context, 503)
         x402 = pb.X402Status(
@@ -44,6 +52,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
             ),
             payment_channels=pb.PaymentChannels(x402=pb.PaymentChannel(enabled=report.x402.enabled)),
             version=report.version,
+            simulator_enabled=report.simulator_enabled,
         )
 
     async def GetConfig(

@@ -44,9 +44,12 @@ class HealthReport:
     database_backend: str
     database_latency_ms: float
     version: str
+    simulator_enabled: bool
 
 
-async def check_health(settings: Settings, probe: Probe, backend: str) -> HealthReport:
+async def check_health(
+    settings: Settings, probe: Probe, backend: str, providers_configured: dict[str, bool], simulator: bool
+) -> HealthReport:
     """Probe the database and report; `ok` is false when it does not answer in time."""
     try:
         latency_ms = await asyncio.wait_for(probe.ping(), PROBE_TIMEOUT_SECONDS)
@@ -57,7 +60,7 @@ async def check_health(settings: Settings, probe: Probe, backend: str) -> Health
     return HealthReport(
         ok=database_ok,
         supabase_configured=settings.supabase_configured,
-        providers_configured=settings.providers_configured,
+        providers_configured=providers_configured,
         x402=X402Report(
             enabled=settings.x402_enabled,
             network=settings.x402_network,
@@ -68,4 +71,5 @@ async def check_health(settings: Settings, probe: Probe, backend: str) -> Health
         database_backend=backend,
         database_latency_ms=round(latency_ms, 3),
         version=__version__,
+        simulator_enabled=simulator,
     )

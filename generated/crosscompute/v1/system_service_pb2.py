@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crosscompute/v1/system_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\"\x12\n\x10GetHealthRequest\"\xfe\x02\n\x11GetHealthResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x1b\n\x13supabase_configured\x18\x02 \x01(\x08\x12)\n\x04x402\x18\x03 \x01(\x0b\x32\x1b.crosscompute.v1.X402Status\x12Y\n\x14providers_configured\x18\x04 \x03(\x0b\x32;.crosscompute.v1.GetHealthResponse.ProvidersConfiguredEntry\x12\x31\n\x08\x64\x61tabase\x18\x05 \x01(\x0b\x32\x1f.crosscompute.v1.DatabaseStatus\x12:\n\x10payment_channels\x18\x06 \x01(\x0b\x32 .crosscompute.v1.PaymentChannels\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a:\n\x18ProvidersConfiguredEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"M\n\nX402Status\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06pay_to\x18\x04 \x01(\t\"A\n\x0e\x44\x61tabaseStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"@\n\x0fPaymentChannels\x12-\n\x04x402\x18\x01 \x01(\x0b\x32\x1f.crosscompute.v1.PaymentChannel\"!\n\x0ePaymentChannel\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"\x12\n\x10GetConfigRequest\"t\n\x11GetConfigResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x1b\n\x13supabase_configured\x18\x02 \x01(\x08\x12\x14\n\x0csupabase_url\x18\x03 \x01(\t\x12 \n\x18supabase_publishable_key\x18\x04 \x01(\t2\xdd\x01\n\rSystemService\x12\x63\n\tGetHealth\x12!.crosscompute.v1.GetHealthRequest\x1a\".crosscompute.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12g\n\tGetConfig\x12!.crosscompute.v1.GetConfigRequest\x1a\".crosscompute.v1.GetConfigResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/configb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crosscompute/v1/system_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\"\x12\n\x10GetHealthRequest\"\x99\x03\n\x11GetHealthResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x1b\n\x13supabase_configured\x18\x02 \x01(\x08\x12)\n\x04x402\x18\x03 \x01(\x0b\x32\x1b.crosscompute.v1.X402Status\x12Y\n\x14providers_configured\x18\x04 \x03(\x0b\x32;.crosscompute.v1.GetHealthResponse.ProvidersConfiguredEntry\x12\x31\n\x08\x64\x61tabase\x18\x05 \x01(\x0b\x32\x1f.crosscompute.v1.DatabaseStatus\x12:\n\x10payment_channels\x18\x06 \x01(\x0b\x32 .crosscompute.v1.PaymentChannels\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x19\n\x11simulator_enabled\x18\x08 \x01(\x08\x1a:\n\x18ProvidersConfiguredEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"M\n\nX402Status\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\r\n\x05\x61sset\x18\x03 \x01(\t\x12\x0e\n\x06pay_to\x18\x04 \x01(\t\"A\n\x0e\x44\x61tabaseStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"@\n\x0fPaymentChannels\x12-\n\x04x402\x18\x01 \x01(\x0b\x32\x1f.crosscompute.v1.PaymentChannel\"!\n\x0ePaymentChannel\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"\x12\n\x10GetConfigRequest\"t\n\x11GetConfigResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x1b\n\x13supabase_configured\x18\x02 \x01(\x08\x12\x14\n\x0csupabase_url\x18\x03 \x01(\t\x12 \n\x18supabase_publishable_key\x18\x04 \x01(\t2\xdd\x01\n\rSystemService\x12\x63\n\tGetHealth\x12!.crosscompute.v1.GetHealthRequest\x1a\".crosscompute.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12g\n\tGetConfig\x12!.crosscompute.v1.GetConfigRequest\x1a\".crosscompute.v1.GetConfigResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/configb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEALTHREQUEST']._serialized_start=87
   _globals['_GETHEALTHREQUEST']._serialized_end=105
   _globals['_GETHEALTHRESPONSE']._serialized_start=108
-  _globals['_GETHEALTHRESPONSE']._serialized_end=490
-  _globals['_GETHEALTHRESPONSE_PROVIDERSCONFIGUREDENTRY']._serialized_start=432
-  _globals['_GETHEALTHRESPONSE_PROVIDERSCONFIGUREDENTRY']._serialized_end=490
-  _globals['_X402STATUS']._serialized_start=492
-  _globals['_X402STATUS']._serialized_end=569
-  _globals['_DATABASESTATUS']._serialized_start=571
-  _globals['_DATABASESTATUS']._serialized_end=636
-  _globals['_PAYMENTCHANNELS']._serialized_start=638
-  _globals['_PAYMENTCHANNELS']._serialized_end=702
-  _globals['_PAYMENTCHANNEL']._serialized_start=704
-  _globals['_PAYMENTCHANNEL']._serialized_end=737
-  _globals['_GETCONFIGREQUEST']._serialized_start=739
-  _globals['_GETCONFIGREQUEST']._serialized_end=757
-  _globals['_GETCONFIGRESPONSE']._serialized_start=759
-  _globals['_GETCONFIGRESPONSE']._serialized_end=875
-  _globals['_SYSTEMSERVICE']._serialized_start=878
-  _globals['_SYSTEMSERVICE']._serialized_end=1099
+  _globals['_GETHEALTHRESPONSE']._serialized_end=517
+  _globals['_GETHEALTHRESPONSE_PROVIDERSCONFIGUREDENTRY']._serialized_start=459
+  _globals['_GETHEALTHRESPONSE_PROVIDERSCONFIGUREDENTRY']._serialized_end=517
+  _globals['_X402STATUS']._serialized_start=519
+  _globals['_X402STATUS']._serialized_end=596
+  _globals['_DATABASESTATUS']._serialized_start=598
+  _globals['_DATABASESTATUS']._serialized_end=663
+  _globals['_PAYMENTCHANNELS']._serialized_start=665
+  _globals['_PAYMENTCHANNELS']._serialized_end=729
+  _globals['_PAYMENTCHANNEL']._serialized_start=731
+  _globals['_PAYMENTCHANNEL']._serialized_end=764
+  _globals['_GETCONFIGREQUEST']._serialized_start=766
+  _globals['_GETCONFIGREQUEST']._serialized_end=784
+  _globals['_GETCONFIGRESPONSE']._serialized_start=786
+  _globals['_GETCONFIGRESPONSE']._serialized_end=902
+  _globals['_SYSTEMSERVICE']._serialized_start=905
+  _globals['_SYSTEMSERVICE']._serialized_end=1126
 # @@protoc_insertion_point(module_scope)

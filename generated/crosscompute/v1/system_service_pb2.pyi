@@ -68,12 +68,17 @@ class GetHealthResponse(_message.Message):
     DATABASE_FIELD_NUMBER: _builtins.int
     PAYMENT_CHANNELS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    SIMULATOR_ENABLED_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """Whether the gateway can serve requests (false when the database is down)."""
     supabase_configured: _builtins.bool
     """Whether Supabase sign-in is configured (project URL and a verification key)."""
     version: _builtins.str
     """The gateway's version."""
+    simulator_enabled: _builtins.bool
+    """True when the local simulator provider answers requests: it is NOT a real model, only a way to
+    try the gateway offline (it is on by default when no real provider is configured).
+    """
     @_builtins.property
     def x402(self) -> Global___X402Status:
         """The x402 payment channel's public settings."""
@@ -100,10 +105,11 @@ class GetHealthResponse(_message.Message):
         database: Global___DatabaseStatus | None = ...,
         payment_channels: Global___PaymentChannels | None = ...,
         version: _builtins.str = ...,
+        simulator_enabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "payment_channels", b"payment_channels", "x402", b"x402"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "ok", b"ok", "payment_channels", b"payment_channels", "providers_configured", b"providers_configured", "supabase_configured", b"supabase_configured", "version", b"version", "x402", b"x402"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "ok", b"ok", "payment_channels", b"payment_channels", "providers_configured", b"providers_configured", "simulator_enabled", b"simulator_enabled", "supabase_configured", b"supabase_configured", "version", b"version", "x402", b"x402"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

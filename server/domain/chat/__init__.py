@@ -1,0 +1,1 @@
+"""Chat completions: request validation, token counting, billing and the call itself."""

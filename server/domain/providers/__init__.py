@@ -1,0 +1,1 @@
+"""Upstream LLM providers, each speaking its own wire format and answering in OpenAI's."""
