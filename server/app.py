@@ -133,7 +133,9 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     clients = provider_clients(catalog.providers, settings.upstream_timeout_seconds)
     usage = UsageRepository(sessions)
-    chat = ChatService(catalog, clients, usage, settings.credits_per_usd_decimal)
+    chat = ChatService(
+        catalog, clients, usage, settings.credits_per_usd_decimal, settings.default_max_output_tokens
+    )
     background.append(asyncio.create_task(release_stale_reservations(usage), name="stale-reservations"))
 
     limit = settings.max_body_bytes + 1024 * 1024

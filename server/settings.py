@@ -125,6 +125,11 @@ class Settings:
     credits_per_usd: str = setting(
         "CROSSCOMPUTE_CREDITS_PER_USD", "Credits per US dollar of provider price (decimal).", "1000"
     )
+    default_max_output_tokens: int = setting(
+        "CROSSCOMPUTE_DEFAULT_MAX_OUTPUT_TOKENS",
+        "Output cap (and credits held) for requests that set no max_tokens, within the model's limit.",
+        16384,
+    )
     upstream_timeout_seconds: int = setting(
         "CROSSCOMPUTE_UPSTREAM_TIMEOUT_SECONDS",
         "Longest wait for a provider's answer (or its next chunk).",

@@ -175,6 +175,13 @@ class UsageRepository:
             reserved, billed, account_id, key_id = closed
             refund = reserved - billed
             if refund > 0:
+                # Rows are locked in the order reserve() locks them (key, then account): no deadlock.
+                if key_id is not None:
+                    await session.execute(
+                        update(ApiKey)
+                        .where(ApiKey.id == key_id)
+                        .values(used_micro=ApiKey.used_micro - refund)
+                    )
                 balance = await LedgerRepository.move(session, account_id, refund, "refund")
                 session.add(
                     LedgerEntry(
@@ -187,10 +194,4 @@ class UsageRepository:
                         reference=f"usage {call_id}",
                     )
                 )
-                if key_id is not None:
-                    await session.execute(
-                        update(ApiKey)
-                        .where(ApiKey.id == key_id)
-                        .values(used_micro=ApiKey.used_micro - refund)
-                    )
             return int(billed)

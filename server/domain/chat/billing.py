@@ -24,12 +24,13 @@ def plan_hold(
     prompt_tokens: int,
     requested_output: int | None,
     spendable_micro: int,
+    default_output: int,
 ) -> Hold:
     """The worst case of this call: the prompt estimate plus the most output it may produce.
 
-    A request that names `max_tokens` holds for exactly that. One that does not is capped at what the
-    caller can afford (up to the model's limit), and the cap is sent upstream, so the bill can never
-    exceed the hold and nobody is refused for a limit they did not ask for.
+    A request that names `max_tokens` holds for exactly that. One that does not is capped at
+    `default_output` tokens, or less when the caller cannot afford that many, and the cap is sent
+    upstream: the bill can never exceed the hold, and nobody is refused for a limit they did not ask for.
     """
     room = spec.context_window - prompt_tokens
     if room < 1:
@@ -51,7 +52,7 @@ def plan_hold(
             if per_output > 0
             else spec.max_output
         )
-        max_output = min(spec.max_output, room, affordable)
+        max_output = min(spec.max_output, room, affordable, default_output)
         if max_output < 1:
             raise PaymentRequired(
                 "Not enough credits for this request: top up or ask for fewer tokens.",

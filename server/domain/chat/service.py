@@ -16,7 +16,7 @@ from server.db.repositories.usage import UsageFacts, UsageRepository
 from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
 from server.domain.chat.billing import bill, plan_hold
 from server.domain.chat.request import ChatRequest, parse_body, validate
-from server.domain.chat.tokens import count_text, estimate_prompt
+from server.domain.chat.tokens import count_prompt, count_text, hold_for_prompt
 from server.domain.credits import micro_to_credits, micro_to_wire
 from server.domain.errors import (
     DomainError,
@@ -99,7 +99,9 @@ class ChatService:
         clients: Mapping[str, ProviderClient],
         usage: UsageRepository,
         credits_per_usd: Decimal,
+        default_output: int,
     ) -> None:
+        self._default_output = default_output
         self._catalog = catalog
         self._clients = clients
         self._usage = usage
@@ -133,11 +135,19 @@ class ChatService:
     async def start(self, principal: KeyPrincipal, raw: bytes) -> ChatCall:
         request = validate(parse_body(raw))
         spec = self._resolve(request)
-        prompt_tokens = estimate_prompt(request.messages, request.options)
+        counted_prompt = count_prompt(request.messages, request.options)
+        prompt_tokens = hold_for_prompt(counted_prompt)
         spendable = 0
         if request.max_output_tokens is None:
             spendable = (await self._usage.spendable(principal.key_id)).micro
-        hold = plan_hold(spec, self._credits_per_usd, prompt_tokens, request.max_output_tokens, spendable)
+        hold = plan_hold(
+            spec,
+            self._credits_per_usd,
+            prompt_tokens,
+            request.max_output_tokens,
+            spendable,
+            self._default_output,
+        )
         call_id = str(uuid.uuid4())
         await self._usage.reserve(
             call_id=call_id,
@@ -157,8 +167,6 @@ class ChatService:
         if spec.provider == SIMULATOR:
             headers.append(("x-crosscompute-simulated", "true"))
         client = self._clients[spec.provider]
-        # The prompt as billed when the provider reports no usage: the estimate without its margin.
-        counted_prompt = prompt_tokens - prompt_tokens // 11
         try:
             if not request.stream:
                 completion = await client.complete(spec, request, hold.max_output)

@@ -25,8 +25,8 @@ def count_text(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def estimate_prompt(messages: list[dict[str, Any]], options: dict[str, Any]) -> int:
-    """A generous estimate of the prompt's tokens: text, framing, images, tool schemas."""
+def count_prompt(messages: list[dict[str, Any]], options: dict[str, Any]) -> int:
+    """The prompt's tokens as cl100k counts them: text, framing, images, tool schemas."""
     total = 3
     for message in messages:
         total += PER_MESSAGE
@@ -40,5 +40,10 @@ def estimate_prompt(messages: list[dict[str, Any]], options: dict[str, Any]) -> 
             total += count_text(call["function"]["name"]) + count_text(call["function"]["arguments"])
     if options.get("tools"):
         total += count_text(json.dumps(options["tools"]))
-    # Tokenisers differ between providers: hold 10% more than cl100k counts.
-    return total + total // 10
+    return total
+
+
+def hold_for_prompt(counted: int) -> int:
+    """Tokens to hold for a prompt cl100k counts as `counted`: other tokenisers count up to about 30%
+    more (Anthropic's), and providers add hidden framing."""
+    return counted + counted * 3 // 10 + 32

@@ -11,7 +11,7 @@ from typing import Any
 
 from server.domain.catalog import ModelSpec
 from server.domain.chat.request import ChatRequest
-from server.domain.chat.tokens import count_text, estimate_prompt
+from server.domain.chat.tokens import count_prompt, count_text
 from server.domain.providers.base import Completion, Usage
 
 NOTICE = "[CrossCompute simulator: not a real model]"
@@ -33,8 +33,7 @@ def _answer(request: ChatRequest, max_output: int) -> str:
 
 
 def _usage(request: ChatRequest, text: str) -> Usage:
-    prompt = estimate_prompt(request.messages, request.options)
-    return Usage(input_tokens=prompt - prompt // 11, output_tokens=count_text(text))
+    return Usage(input_tokens=count_prompt(request.messages, request.options), output_tokens=count_text(text))
 
 
 class SimulatorClient:
