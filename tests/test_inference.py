@@ -462,6 +462,32 @@ def test_provider_errors_map_to_ours_and_bill_nothing(
             },
             "messages",
         ),
+        # Any JSON value may arrive where a string is expected: never a 500.
+        (
+            {"model": "openai/gpt-5-mini", "messages": [{"role": ["user"], "content": "x"}]},
+            "messages[0].role",
+        ),
+        (
+            {"model": "openai/gpt-5-mini", "messages": [{"role": "user", "content": [{"type": {"a": 1}}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "model": "openai/gpt-5-mini",
+                "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": {"x": 1},
+            },
+            "tool_choice",
+        ),
+        (
+            {
+                "model": "openai/gpt-5-mini",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": []},
+            },
+            "response_format",
+        ),
+        ({"model": ["openai/gpt-5-mini"], "messages": [{"role": "user", "content": "x"}]}, "model"),
     ],
 )
 def test_bad_requests_are_400_with_param_and_bill_nothing(
@@ -679,3 +705,28 @@ def test_a_provider_that_hangs_is_504_and_bills_nothing(
             assert balance == ledger == 100_000_000
     finally:
         fake.release_slow.set()
+
+
+def test_openai_tool_calls_pass_through_both_ways(client: openai.OpenAI, fake: FakeProvider) -> None:
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    answer = client.chat.completions.create(
+        model="openai/gpt-5-mini",
+        messages=[{"role": "user", "content": "Weather? [tool]"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        parallel_tool_calls=True,
+        response_format={"type": "text"},
+        seed=7,
+        max_tokens=30,
+    )
+    assert answer.choices[0].finish_reason == "tool_calls"
+    calls = answer.choices[0].message.tool_calls or []
+    assert [json.loads(call.function.arguments) for call in calls] == [{"city": "Paris"}, {"city": "Tokyo"}]  # type: ignore[union-attr]
+    upstream = fake.last("/v1/chat/completions").body
+    assert upstream["tools"] == tools
+    assert upstream["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert (upstream["parallel_tool_calls"], upstream["seed"], upstream["response_format"]) == (
+        True,
+        7,
+        {"type": "text"},
+    )

@@ -50,6 +50,11 @@ class ChatRequest:
     fallback_models: list[str] = field(default_factory=list)
 
 
+def _one_of(value: Any, options: set[str]) -> bool:
+    """Whether `value` is one of the strings `options` (any JSON value may arrive here)."""
+    return isinstance(value, str) and value in options
+
+
 def _fail(message: str, param: str | None) -> InvalidArgument:
     return InvalidArgument(message, param=param, reason="INVALID_REQUEST")
 
@@ -114,7 +119,7 @@ def _image_url(part: dict[str, Any], param: str) -> dict[str, Any]:
         raise _fail(f"`{param}` needs an image URL (http(s) or a data:image/ URL).", param)
     image: dict[str, Any] = {"url": url}
     if detail is not None:
-        if detail not in {"auto", "low", "high"}:
+        if not _one_of(detail, {"auto", "low", "high"}):
             raise _fail(f"`{param}.detail` must be auto, low or high.", f"{param}.detail")
         image["detail"] = detail
     return {"type": "image_url", "image_url": image}
@@ -133,9 +138,9 @@ def _content(value: Any, role: str, param: str, request: ChatRequest) -> Any:
         if not isinstance(part, dict):
             raise _fail(f"`{where}` must be an object.", where)
         kind = part.get("type")
-        if kind in {"text", "input_text"}:
+        if _one_of(kind, {"text", "input_text"}):
             parts.append({"type": "text", "text": _text(part.get("text"), f"{where}.text")})
-        elif kind in {"image_url", "input_image"} and role == "user":
+        elif _one_of(kind, {"image_url", "input_image"}) and role == "user":
             parts.append(_image_url(part, where))
             request.has_images = True
         else:
@@ -172,9 +177,9 @@ def _message(value: Any, index: int, request: ChatRequest) -> dict[str, Any]:
     where = f"messages[{index}]"
     if not isinstance(value, dict):
         raise _fail(f"`{where}` must be an object.", where)
-    role = value.get("role")
-    if role not in ROLES:
+    if not _one_of(value.get("role"), ROLES):
         raise _fail(f"`{where}.role` must be one of {', '.join(sorted(ROLES))}.", f"{where}.role")
+    role = str(value["role"])
     message: dict[str, Any] = {
         "role": role,
         "content": _content(value.get("content"), role, f"{where}.content", request),
@@ -191,6 +196,11 @@ def _message(value: Any, index: int, request: ChatRequest) -> dict[str, Any]:
 
 
 def _tools(body: dict[str, Any], request: ChatRequest) -> None:
+    choice = body.get("tool_choice")
+    if choice is not None and not _one_of(choice, {"none", "auto", "required"}):
+        function = choice.get("function") if isinstance(choice, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _fail("`tool_choice` must be none, auto, required or a function selector.", "tool_choice")
     tools = body.get("tools")
     if tools is None:
         return
@@ -210,11 +220,6 @@ def _tools(body: dict[str, Any], request: ChatRequest) -> None:
                 f"`{where}.function.parameters` must be a JSON Schema object.", f"{where}.function.parameters"
             )
     request.has_tools = bool(tools)
-    choice = body.get("tool_choice")
-    if choice is not None and choice not in {"none", "auto", "required"}:
-        function = choice.get("function") if isinstance(choice, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _fail("`tool_choice` must be none, auto, required or a function selector.", "tool_choice")
 
 
 def validate(body: dict[str, Any]) -> ChatRequest:
@@ -263,11 +268,9 @@ def validate(body: dict[str, Any]) -> ChatRequest:
         if body.get(name) is not None and not isinstance(body[name], kind):
             raise _fail(f"`{name}` has the wrong type.", name)
     response_format = body.get("response_format")
-    if response_format is not None and response_format.get("type") not in {
-        "text",
-        "json_object",
-        "json_schema",
-    }:
+    if response_format is not None and not _one_of(
+        response_format.get("type"), {"text", "json_object", "json_schema"}
+    ):
         raise _fail("`response_format.type` must be text, json_object or json_schema.", "response_format")
     fallbacks = body.get("models") or []
     if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):
