@@ -28,18 +28,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api.accounts import AccountsServicer
 from server.api.admin import AdminServicer
+from server.api.agents import AgentsServicer
 from server.api.inference import InferenceServicer
 from server.api.system import SystemServicer
-from server.api.unbuilt import AgentsServicer
 from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
 from server.db.notifications import listen_for_revoked_keys
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
+from server.db.repositories.rate_limits import RateLimitRepository
 from server.db.repositories.usage import UsageRepository
 from server.db.urls import DatabaseUrls, resolve
 from server.domain.accounts import AccountPolicy, PeopleAccounts
 from server.domain.admin import Administration
+from server.domain.agents import AgentAccounts
 from server.domain.catalog import Catalog, configured_providers, load_catalog_file
 from server.domain.chat.service import ChatService
 from server.domain.credits import MICRO_PER_CREDIT
@@ -153,7 +155,13 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
         AccountsServicer(verifier, people), server
     )
-    agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(), server)
+    agents = AgentAccounts(
+        accounts,
+        RateLimitRepository(sessions),
+        registration_secret=settings.agent_registration_secret,
+        registrations_per_hour=settings.agent_registrations_per_hour,
+    )
+    agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(agents, authenticator), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
     )

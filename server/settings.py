@@ -106,6 +106,11 @@ class Settings:
         "",
         secret=True,
     )
+    agent_registrations_per_hour: int = setting(
+        "CROSSCOMPUTE_AGENT_REGISTRATIONS_PER_HOUR",
+        "Agent registrations one client address may make per hour.",
+        20,
+    )
     x402_pay_to: str = setting(
         "X402_PAY_TO",
         "Address that receives x402 payments; x402 is on when it and the facilitator URL are set.",

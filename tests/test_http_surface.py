@@ -21,11 +21,11 @@ def openai_client(gateway: Gateway, api_key: str = "cc_live_not-a-real-key") -> 
 
 
 def test_api_routes_answer_errors_in_the_api_shape(http: httpx.Client) -> None:
-    response = http.get("/api/agents/me")
+    response = http.post("/api/agents/topup", json={})
     assert response.status_code == 501
     assert response.json() == {
         "ok": False,
-        "error": {"code": "NOT_IMPLEMENTED", "message": "GetCurrentAgent is not implemented yet"},
+        "error": {"code": "NOT_IMPLEMENTED", "message": "TopUpCredits is not implemented yet"},
     }
 
 

@@ -202,3 +202,14 @@ class X402Payment(Base):
     error_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateLimit(Base):
+    """A fixed-window counter shared by every replica (for example agent registrations per address)."""
+
+    __tablename__ = "rate_limits"
+
+    #: What is limited and for whom, e.g. `register:203.0.113.7`.
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    count: Mapped[int] = mapped_column(Integer)

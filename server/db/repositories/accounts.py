@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import Account, ApiKey, LedgerEntry, Profile, utcnow
+from server.db.models import Account, ApiKey, LedgerEntry, Profile, UsageRecord, utcnow
 from server.db.notifications import KEY_REVOKED_CHANNEL
 from server.db.repositories.ledger import LedgerRepository
 from server.domain.api_keys import NewKey
@@ -254,6 +254,86 @@ class AccountRepository:
                 )
                 .values(last_used_at=now)
             )
+
+    async def register_agent(
+        self, agent_id: str, name: str, skill_md_url: str, new_key: NewKey, label: str
+    ) -> tuple[bool, AccountRow, KeyRow]:
+        """Create the agent's account and first key in one transaction, or find them (created False)."""
+        try:
+            async with self._sessions.begin() as session:
+                account = Account(
+                    kind="agent",
+                    external_id=agent_id,
+                    display_name=name or None,
+                    skill_md_url=skill_md_url or None,
+                )
+                session.add(account)
+                await session.flush()
+                key = ApiKey(
+                    account_id=account.id, label=label, prefix=new_key.prefix, secret_hash=new_key.digest
+                )
+                session.add(key)
+                await session.flush()
+                return True, _account(account), _key(key, account.balance_micro)
+        except IntegrityError:
+            found = await self.agent(agent_id)
+            if found is None:
+                raise
+            return False, found[0], found[1]
+
+    async def agent(self, agent_id: str) -> tuple[AccountRow, KeyRow] | None:
+        """An agent's account and its first key."""
+        async with self._sessions() as session:
+            account = await session.scalar(
+                select(Account).where(Account.kind == "agent", Account.external_id == agent_id)
+            )
+            if account is None:
+                return None
+            keys = await self._keys(session, account.id, account.balance_micro)
+        return _account(account), keys[0]
+
+    async def agent_profile(self, account_id: str) -> tuple[str, str]:
+        """An agent's display name and skill file URL."""
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(Account.display_name, Account.skill_md_url).where(Account.id == account_id)
+                )
+            ).one()
+        return row[0] or "", row[1] or ""
+
+    async def update_agent(self, account_id: str, name: str | None, skill_md_url: str | None) -> None:
+        """Change an agent's name and/or skill file URL (None leaves a field as it is)."""
+        values: dict[str, object] = {}
+        if name is not None:
+            values["display_name"] = name or None
+        if skill_md_url is not None:
+            values["skill_md_url"] = skill_md_url or None
+        if values:
+            async with self._sessions.begin() as session:
+                await session.execute(update(Account).where(Account.id == account_id).values(**values))
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        """One key with its account's balance."""
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey, Account.balance_micro)
+                    .join(Account, Account.id == ApiKey.account_id)
+                    .where(ApiKey.id == key_id)
+                )
+            ).first()
+        return None if row is None else _key(row[0], row[1])
+
+    async def request_count(self, key_id: str) -> int:
+        """Inference requests a key made that were billed (settled)."""
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(UsageRecord)
+                .where(UsageRecord.key_id == key_id, UsageRecord.status == "settled")
+            )
+        return count or 0
 
     async def find_account(
         self, *, account_id: str = "", kind: str = "", external_id: str = ""
