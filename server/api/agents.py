@@ -9,7 +9,7 @@ from crosscompute.v1 import agents_service_pb2 as pb
 from crosscompute.v1 import agents_service_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 
-from server.api.convert import remaining_micro
+from server.api.convert import key_fields, remaining_micro
 from server.api.http import send_http_status
 from server.api.metadata import bearer_token
 from server.db.repositories.accounts import AccountRow, KeyRow
@@ -23,17 +23,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def agent_key(key: KeyRow) -> pb.AgentKey:
-    message = pb.AgentKey(
-        id=key.id,
-        label=key.label,
-        prefix=key.prefix,
-        used_credits=micro_to_wire(key.used_micro),
-        remaining_credits=micro_to_wire(remaining_micro(key)),
-        active=key.active,
-    )
-    if key.quota_micro is not None:
-        message.quota_credits = micro_to_wire(key.quota_micro)
-    return message
+    return pb.AgentKey(**key_fields(key))
 
 
 def agent_account(account: AccountRow, name: str, skill_md_url: str) -> pb.AgentAccount:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from crosscompute.v1 import accounts_service_pb2 as accounts_pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,18 +25,23 @@ def remaining_micro(key: KeyRow) -> int:
     return max(0, min(key.quota_micro - key.used_micro, key.account_balance_micro))
 
 
-def api_key(key: KeyRow) -> accounts_pb.ApiKey:
-    message = accounts_pb.ApiKey(
-        id=key.id,
-        label=key.label,
-        prefix=key.prefix,
-        used_credits=micro_to_wire(key.used_micro),
-        remaining_credits=micro_to_wire(remaining_micro(key)),
-        active=key.active,
-        created_at=timestamp(key.created_at),
-    )
+def key_fields(key: KeyRow) -> dict[str, Any]:
+    """The fields a person's `ApiKey` and an agent's `AgentKey` share."""
+    fields: dict[str, Any] = {
+        "id": key.id,
+        "label": key.label,
+        "prefix": key.prefix,
+        "used_credits": micro_to_wire(key.used_micro),
+        "remaining_credits": micro_to_wire(remaining_micro(key)),
+        "active": key.active,
+    }
     if key.quota_micro is not None:
-        message.quota_credits = micro_to_wire(key.quota_micro)
+        fields["quota_credits"] = micro_to_wire(key.quota_micro)
+    return fields
+
+
+def api_key(key: KeyRow) -> accounts_pb.ApiKey:
+    message = accounts_pb.ApiKey(**key_fields(key), created_at=timestamp(key.created_at))
     if key.last_used_at is not None:
         message.last_used_at.CopyFrom(timestamp(key.last_used_at))
     return message

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -232,12 +232,19 @@ class AccountRepository:
 
     async def key_by_digest(self, secret_digest: str) -> KeyRow | None:
         """The key with this digest (active or not), with its account's balance."""
+        return await self._key_where(ApiKey.secret_hash == secret_digest)
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        """One key with its account's balance."""
+        return await self._key_where(ApiKey.id == key_id)
+
+    async def _key_where(self, condition: ColumnElement[bool]) -> KeyRow | None:
         async with self._sessions() as session:
             row = (
                 await session.execute(
                     select(ApiKey, Account.balance_micro)
                     .join(Account, Account.id == ApiKey.account_id)
-                    .where(ApiKey.secret_hash == secret_digest)
+                    .where(condition)
                 )
             ).first()
         return None if row is None else _key(row[0], row[1])
@@ -312,18 +319,6 @@ class AccountRepository:
         if values:
             async with self._sessions.begin() as session:
                 await session.execute(update(Account).where(Account.id == account_id).values(**values))
-
-    async def key(self, key_id: str) -> KeyRow | None:
-        """One key with its account's balance."""
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(ApiKey, Account.balance_micro)
-                    .join(Account, Account.id == ApiKey.account_id)
-                    .where(ApiKey.id == key_id)
-                )
-            ).first()
-        return None if row is None else _key(row[0], row[1])
 
     async def request_count(self, key_id: str) -> int:
         """Inference requests a key made that were billed (settled)."""
