@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import grpc
 import httpx
@@ -36,6 +37,7 @@ from server.db.migrate import upgrade
 from server.db.notifications import listen_for_revoked_keys
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
+from server.db.repositories.payments import PaymentRepository
 from server.db.repositories.rate_limits import RateLimitRepository
 from server.db.repositories.usage import UsageRepository
 from server.db.urls import DatabaseUrls, resolve
@@ -47,6 +49,9 @@ from server.domain.chat.service import ChatService
 from server.domain.credits import MICRO_PER_CREDIT
 from server.domain.key_auth import ApiKeyAuthenticator
 from server.domain.key_cache import KeyCache
+from server.domain.payments.facilitator import FacilitatorClient
+from server.domain.payments.offer import TOKEN_VERSION
+from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients, release_stale_reservations
 from server.domain.supabase_tokens import SupabaseTokenVerifier
@@ -79,6 +84,7 @@ class Runtime:
     port: int
     http_client: httpx.AsyncClient
     provider_clients: dict[str, ProviderClient]
+    facilitator: FacilitatorClient | None
     key_cache: KeyCache[KeyRow]
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -91,6 +97,8 @@ class Runtime:
         await self.http_client.aclose()
         for client in self.provider_clients.values():
             await client.aclose()
+        if self.facilitator is not None:
+            await self.facilitator.aclose()
         await self.engine.dispose()
 
 
@@ -161,7 +169,31 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         registration_secret=settings.agent_registration_secret,
         registrations_per_hour=settings.agent_registrations_per_hour,
     )
-    agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsServicer(agents, authenticator), server)
+    facilitator = (
+        FacilitatorClient(settings.x402_facilitator_url, settings.x402_facilitator_timeout_seconds)
+        if settings.x402_enabled
+        else None
+    )
+    top_ups = TopUps(
+        TopUpPolicy(
+            enabled=settings.x402_enabled,
+            network=settings.x402_network,
+            asset=settings.x402_asset_address,
+            pay_to=settings.x402_pay_to,
+            token_name=settings.x402_token_name,
+            token_version=TOKEN_VERSION,
+            default_usd=Decimal(settings.x402_default_topup_usd),
+            min_usd=Decimal(settings.x402_min_topup_usd),
+            max_usd=Decimal(settings.x402_max_topup_usd),
+            credits_per_usd=settings.credits_per_usd_decimal,
+            resource=f"{settings.public_url.rstrip('/')}/api/agents/topup",
+        ),
+        PaymentRepository(sessions),
+        facilitator,
+    )
+    agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(
+        AgentsServicer(agents, authenticator, top_ups), server
+    )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
     )
@@ -191,6 +223,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         port=port,
         http_client=http_client,
         provider_clients=clients,
+        facilitator=facilitator,
         key_cache=key_cache,
         background=background,
     )

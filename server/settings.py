@@ -18,6 +18,7 @@ from typing import Any
 from server.domain.catalog import DEFAULT_CATALOG
 from server.domain.credits import credits_to_micro
 from server.domain.errors import ConfigurationError, InvalidArgument
+from server.domain.payments.offer import NETWORKS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "crosscompute.sqlite3"
@@ -119,6 +120,22 @@ class Settings:
     x402_network: str = setting("X402_NETWORK", "x402 network: `base-sepolia` or `base`.", "base-sepolia")
     x402_asset: str = setting("X402_ASSET", "Token contract paid in; empty means the network's USDC.", "")
     x402_facilitator_url: str = setting("X402_FACILITATOR_URL", "x402 facilitator base URL.", "")
+    x402_facilitator_timeout_seconds: int = setting(
+        "X402_FACILITATOR_TIMEOUT_SECONDS", "Longest wait for the facilitator's verify or settle.", 15
+    )
+    x402_asset_name: str = setting(
+        "X402_ASSET_NAME", "EIP-712 name of the asset; empty means the network's USDC name.", ""
+    )
+    x402_default_topup_usd: str = setting(
+        "X402_DEFAULT_TOPUP_USD", "Top-up amount when none is asked.", "1.00"
+    )
+    x402_min_topup_usd: str = setting("X402_MIN_TOPUP_USD", "Smallest top-up, in USD.", "0.10")
+    x402_max_topup_usd: str = setting("X402_MAX_TOPUP_USD", "Largest top-up, in USD.", "500.00")
+    public_url: str = setting(
+        "CROSSCOMPUTE_PUBLIC_URL",
+        "The gateway's public base URL (named in x402 challenges).",
+        "http://127.0.0.1:8080",
+    )
     catalog_path: str = setting(
         "CROSSCOMPUTE_CATALOG", "Model catalog JSON file; empty means `server/catalog/models.json`.", ""
     )
@@ -183,8 +200,13 @@ class Settings:
                 raise ConfigurationError("CROSSCOMPUTE_CREDITS_PER_USD must be positive")
         except InvalidArgument as error:
             raise ConfigurationError(error.message) from None
-        if self.x402_network not in X402_NETWORKS:
-            raise ConfigurationError(f"X402_NETWORK must be one of {sorted(X402_NETWORKS)}")
+        if self.x402_network not in NETWORKS:
+            raise ConfigurationError(f"X402_NETWORK must be one of {sorted(NETWORKS)}")
+        for name in ("x402_default_topup_usd", "x402_min_topup_usd", "x402_max_topup_usd"):
+            try:
+                credits_to_micro(getattr(self, name), param=name.upper())
+            except InvalidArgument as error:
+                raise ConfigurationError(error.message) from None
         return self
 
     @property
@@ -220,7 +242,12 @@ class Settings:
     @property
     def x402_asset_address(self) -> str:
         """The asset paid in: the configured one, else the network's USDC."""
-        return self.x402_asset or X402_NETWORKS[self.x402_network]
+        return self.x402_asset or NETWORKS[self.x402_network][1]
+
+    @property
+    def x402_token_name(self) -> str:
+        """The asset's EIP-712 domain name (USDC's on the network, unless configured)."""
+        return self.x402_asset_name or NETWORKS[self.x402_network][2]
 
     @property
     def sqlite_default_path(self) -> Path:
@@ -236,13 +263,6 @@ class Settings:
         ]
         keys = [value for name, value in self.provider_env.items() if name.endswith("_API_KEY")]
         return [*secrets, *keys]
-
-
-#: x402 networks the gateway accepts, with their USDC contract.
-X402_NETWORKS: dict[str, str] = {
-    "base-sepolia": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-    "base": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-}
 
 
 def documented_variables() -> list[tuple[str, str, str]]:

@@ -52,7 +52,7 @@ def gateway_settings(database_url: str, supabase: SupabaseStandIn, **overrides: 
         SUPABASE_JWKS_MIN_REFRESH_SECONDS="0",
         CROSSCOMPUTE_ADMIN_TOKEN=ADMIN_TOKEN,
         CROSSCOMPUTE_MAX_ACTIVE_KEYS=str(MAX_ACTIVE_KEYS),
-        **overrides,
+        **{"CROSSCOMPUTE_AGENT_REGISTRATIONS_PER_HOUR": "10000", **overrides},
     )
 
 

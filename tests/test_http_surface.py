@@ -21,12 +21,10 @@ def openai_client(gateway: Gateway, api_key: str = "cc_live_not-a-real-key") -> 
 
 
 def test_api_routes_answer_errors_in_the_api_shape(http: httpx.Client) -> None:
-    response = http.post("/api/agents/topup", json={})
-    assert response.status_code == 501
-    assert response.json() == {
-        "ok": False,
-        "error": {"code": "NOT_IMPLEMENTED", "message": "TopUpCredits is not implemented yet"},
-    }
+    response = http.get("/api/agents/me")
+    assert response.status_code == 401
+    body = response.json()
+    assert body == {"ok": False, "error": {"code": "MISSING_API_KEY", "message": body["error"]["message"]}}
 
 
 def test_openai_routes_answer_errors_in_openai_shape_and_the_client_raises(gateway: Gateway) -> None:

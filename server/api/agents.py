@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -15,8 +16,10 @@ from server.api.metadata import bearer_token
 from server.db.repositories.accounts import AccountRow, KeyRow
 from server.domain.agents import AgentAccounts
 from server.domain.credits import micro_to_wire
-from server.domain.errors import NotImplementedYet
+from server.domain.errors import DomainError
 from server.domain.key_auth import ApiKeyAuthenticator
+from server.domain.payments.check import PAYMENT_SIGNATURE, X_PAYMENT
+from server.domain.payments.topup import TopUps
 from server.interceptors.wrapping import metadata_value
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -36,6 +39,12 @@ def agent_account(account: AccountRow, name: str, skill_md_url: str) -> pb.Agent
     )
 
 
+def usd_text(micro: int) -> str:
+    """Dollars as a decimal string with at least two places (`5.00`, `0.123456`)."""
+    amount = Decimal(micro) / 1_000_000
+    return f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount.normalize():f}"
+
+
 def client_address(context: Context) -> str:
     """The caller's address: the last hop Envoy appended to x-forwarded-for, else the gRPC peer."""
     forwarded = metadata_value(context, "x-forwarded-for")
@@ -47,9 +56,10 @@ def client_address(context: Context) -> str:
 class AgentsServicer(pb_grpc.AgentsServiceServicer):
     """Translates between agent messages and `AgentAccounts`."""
 
-    def __init__(self, agents: AgentAccounts, authenticator: ApiKeyAuthenticator) -> None:
+    def __init__(self, agents: AgentAccounts, authenticator: ApiKeyAuthenticator, top_ups: TopUps) -> None:
         self._agents = agents
         self._authenticator = authenticator
+        self._top_ups = top_ups
 
     async def RegisterAgent(
         self, request: pb.RegisterAgentRequest, context: Context
@@ -106,4 +116,35 @@ class AgentsServicer(pb_grpc.AgentsServiceServicer):
     async def TopUpCredits(
         self, request: pb.TopUpCreditsRequest, context: Context
     ) -> pb.TopUpCreditsResponse:
-        raise NotImplementedYet("TopUpCredits is not implemented yet")
+        signature, legacy = metadata_value(context, PAYMENT_SIGNATURE), metadata_value(context, X_PAYMENT)
+        header_name = PAYMENT_SIGNATURE if signature else X_PAYMENT if legacy else None
+        # Every top-up answer says what payment header the server saw.
+        seen = {
+            "x-crosscompute-payment-header-present": "true" if header_name else "false",
+            "x-crosscompute-payment-header-kind": header_name or "none",
+        }
+        try:
+            principal = await self._authenticator.authenticate(bearer_token(context))
+            await self._agents.view(principal)  # an agent key, or 403
+            result = await self._top_ups.top_up(
+                principal, request.amount_usd, header_name, signature or legacy
+            )
+        except DomainError as error:
+            error.headers = {**error.headers, **seen}
+            raise
+        await context.send_initial_metadata((*seen.items(), result.response_header))
+        payment = result.payment
+        view = await self._agents.view(principal)
+        return pb.TopUpCreditsResponse(
+            ok=True,
+            topup=pb.TopUp(
+                id=payment.id,
+                amount_usd=usd_text(payment.amount_usd_micro),
+                credits=micro_to_wire(payment.credits_micro),
+                tx_hash=payment.tx_hash,
+                network=payment.network,
+                payer=payment.payer,
+            ),
+            account=agent_account(view.account, view.name, view.skill_md_url),
+            key=agent_key(view.key),
+        )

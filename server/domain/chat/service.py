@@ -266,6 +266,21 @@ class ChatService:
                     }
                 }
             )
+        except Exception:
+            # Headers are gone: a failure of ours is also reported in-band, never as a silent end.
+            logger.exception("stream relay failed")
+            await self._settle(call_id, spec, produced.counted(counted_prompt))
+            settled = True
+            yield sse(
+                {
+                    "error": {
+                        "message": "internal error",
+                        "type": "api_error",
+                        "code": "internal",
+                        "param": None,
+                    }
+                }
+            )
         finally:
             if not settled:
                 # The client went away (or the server is stopping): bill what was produced, once.
