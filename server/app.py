@@ -54,6 +54,7 @@ from server.domain.payments.offer import TOKEN_VERSION
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients, release_stale_reservations
+from server.domain.skill import render_skill
 from server.domain.supabase_tokens import SupabaseTokenVerifier
 from server.interceptors import default_interceptors
 from server.interceptors.wrapping import ServerInterceptor
@@ -174,25 +175,23 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         if settings.x402_enabled
         else None
     )
-    top_ups = TopUps(
-        TopUpPolicy(
-            enabled=settings.x402_enabled,
-            network=settings.x402_network,
-            asset=settings.x402_asset_address,
-            pay_to=settings.x402_pay_to,
-            token_name=settings.x402_token_name,
-            token_version=TOKEN_VERSION,
-            default_usd=Decimal(settings.x402_default_topup_usd),
-            min_usd=Decimal(settings.x402_min_topup_usd),
-            max_usd=Decimal(settings.x402_max_topup_usd),
-            credits_per_usd=settings.credits_per_usd_decimal,
-            resource=f"{settings.public_url.rstrip('/')}/api/agents/topup",
-        ),
-        PaymentRepository(sessions),
-        facilitator,
+    top_up_policy = TopUpPolicy(
+        enabled=settings.x402_enabled,
+        network=settings.x402_network,
+        asset=settings.x402_asset_address,
+        pay_to=settings.x402_pay_to,
+        token_name=settings.x402_token_name,
+        token_version=TOKEN_VERSION,
+        default_usd=Decimal(settings.x402_default_topup_usd),
+        min_usd=Decimal(settings.x402_min_topup_usd),
+        max_usd=Decimal(settings.x402_max_topup_usd),
+        credits_per_usd=settings.credits_per_usd_decimal,
+        resource=f"{settings.public_url.rstrip('/')}/api/agents/topup",
     )
+    top_ups = TopUps(top_up_policy, PaymentRepository(sessions), facilitator)
+    skill = render_skill(settings.public_url, catalog, top_up_policy)
     agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(
-        AgentsServicer(agents, authenticator, top_ups), server
+        AgentsServicer(agents, authenticator, top_ups, usage, skill), server
     )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server

@@ -214,6 +214,17 @@ def test_a_payment_buys_credits_once_and_the_agent_spends_them(
     balance, ledger = agent.balance()
     assert balance == ledger < 1_000_000_000
 
+    per_model = agent.http.get("/api/agents/usage-models", headers={"authorization": f"Bearer {agent.key}"})
+    assert per_model.status_code == 200
+    [item] = per_model.json()["items"]
+    assert (item["provider"], item["model"], item["requestCount"]) == ("openai", "openai/gpt-5-mini", 1)
+    assert (item["inputTokens"], item["outputTokens"], item["totalTokens"]) == (20, 5, 25)
+    assert item["lastRequestAt"] and item["updatedAt"]
+    usage = agent.http.get("/api/agents/usage", headers={"authorization": f"Bearer {agent.key}"}).json()[
+        "usage"
+    ]
+    assert usage["creditsPurchased"] == 1000 and usage["requestCount"] == 1
+
 
 def forged(field: str, value: Any) -> Challenge:
     def change(offer: dict[str, Any]) -> None:
@@ -348,3 +359,15 @@ def test_x402_off_is_503(gateway: Gateway, http: httpx.Client) -> None:
     response = http.post("/api/agents/topup", json={}, headers={"authorization": f"Bearer {key}"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "X402_DISABLED"
+
+
+def test_the_skill_file_describes_this_deployment(shop: Gateway) -> None:
+    response = httpx.get(f"{shop.base_url}/api/agents/skill-md")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/markdown; charset=utf-8"
+    text = response.text
+    assert text.startswith("# CrossCompute API")
+    assert "/api/agents/register" in text and "/api/agents/topup" in text
+    assert PAY_TO in text and USDC in text and "base-sepolia" in text
+    assert "| `openai/gpt-5-mini` | 250 | 2000 |" in text, "prices come from the live catalog"
+    assert "sk-fake" not in text

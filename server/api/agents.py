@@ -8,12 +8,14 @@ from typing import Any
 import grpc
 from crosscompute.v1 import agents_service_pb2 as pb
 from crosscompute.v1 import agents_service_pb2_grpc as pb_grpc
+from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 
-from server.api.convert import key_fields, remaining_micro
+from server.api.convert import key_fields, remaining_micro, timestamp
 from server.api.http import send_http_status
 from server.api.metadata import bearer_token
 from server.db.repositories.accounts import AccountRow, KeyRow
+from server.db.repositories.usage import UsageRepository
 from server.domain.agents import AgentAccounts
 from server.domain.credits import micro_to_wire
 from server.domain.errors import DomainError
@@ -56,10 +58,19 @@ def client_address(context: Context) -> str:
 class AgentsServicer(pb_grpc.AgentsServiceServicer):
     """Translates between agent messages and `AgentAccounts`."""
 
-    def __init__(self, agents: AgentAccounts, authenticator: ApiKeyAuthenticator, top_ups: TopUps) -> None:
+    def __init__(
+        self,
+        agents: AgentAccounts,
+        authenticator: ApiKeyAuthenticator,
+        top_ups: TopUps,
+        usage: UsageRepository,
+        skill: str,
+    ) -> None:
         self._agents = agents
         self._authenticator = authenticator
         self._top_ups = top_ups
+        self._usage = usage
+        self._skill = skill
 
     async def RegisterAgent(
         self, request: pb.RegisterAgentRequest, context: Context
@@ -112,6 +123,35 @@ class AgentsServicer(pb_grpc.AgentsServiceServicer):
         if view.key.quota_micro is not None:
             usage.quota_credits = micro_to_wire(view.key.quota_micro)
         return pb.GetAgentUsageResponse(ok=True, usage=usage)
+
+    async def ListAgentUsageModels(
+        self, request: pb.ListAgentUsageModelsRequest, context: Context
+    ) -> pb.ListAgentUsageModelsResponse:
+        view = await self._agents.view(await self._authenticator.authenticate(bearer_token(context)))
+        rows = await self._usage.by_model(view.account.id)
+        return pb.ListAgentUsageModelsResponse(
+            ok=True,
+            items=[
+                pb.ModelUsage(
+                    provider=row.provider,
+                    model=row.model,
+                    input_tokens=row.input_tokens,
+                    output_tokens=row.output_tokens,
+                    total_tokens=row.input_tokens + row.output_tokens,
+                    request_count=row.request_count,
+                    last_request_at=timestamp(row.last_request_at),
+                    updated_at=timestamp(row.updated_at),
+                )
+                for row in rows
+            ],
+        )
+
+    async def GetAgentSkill(
+        self, request: pb.GetAgentSkillRequest, context: Context
+    ) -> pb.GetAgentSkillResponse:
+        return pb.GetAgentSkillResponse(
+            body=httpbody_pb2.HttpBody(content_type="text/markdown; charset=utf-8", data=self._skill.encode())
+        )
 
     async def TopUpCredits(
         self, request: pb.TopUpCreditsRequest, context: Context

@@ -3,9 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -426,3 +430,143 @@ class TopUpCreditsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TopUpCreditsResponse: _TypeAlias = TopUpCreditsResponse  # noqa: Y015
+
+@_typing.final
+class ListAgentUsageModelsRequest(_message.Message):
+    """ListAgentUsageModelsRequest is empty: the agent is named by its key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentUsageModelsRequest: _TypeAlias = ListAgentUsageModelsRequest  # noqa: Y015
+
+@_typing.final
+class ModelUsage(_message.Message):
+    """ModelUsage is what an agent used of one model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    REQUEST_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_REQUEST_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider that served the model."""
+    model: _builtins.str
+    """The model id, as clients name it."""
+    input_tokens: _builtins.float
+    """Input tokens billed (a JSON number; exact below 2^53)."""
+    output_tokens: _builtins.float
+    """Output tokens billed."""
+    total_tokens: _builtins.float
+    """Input plus output tokens."""
+    request_count: _builtins.int
+    """Billed requests."""
+    @_builtins.property
+    def last_request_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them was made."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them was settled."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        input_tokens: _builtins.float = ...,
+        output_tokens: _builtins.float = ...,
+        total_tokens: _builtins.float = ...,
+        request_count: _builtins.int = ...,
+        last_request_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_request_at", b"last_request_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "last_request_at", b"last_request_at", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider", "request_count", b"request_count", "total_tokens", b"total_tokens", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUsage: _TypeAlias = ModelUsage  # noqa: Y015
+
+@_typing.final
+class ListAgentUsageModelsResponse(_message.Message):
+    """ListAgentUsageModelsResponse lists the agent's usage per model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """Always true on success."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsage]:
+        """One item per model used, most recently used first."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        items: _abc.Iterable[Global___ModelUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentUsageModelsResponse: _TypeAlias = ListAgentUsageModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetAgentSkillRequest(_message.Message):
+    """GetAgentSkillRequest is empty: the skill file describes the deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentSkillRequest: _TypeAlias = GetAgentSkillRequest  # noqa: Y015
+
+@_typing.final
+class GetAgentSkillResponse(_message.Message):
+    """GetAgentSkillResponse carries the skill file; over HTTP the body is the markdown itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The markdown (`text/markdown; charset=utf-8`)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentSkillResponse: _TypeAlias = GetAgentSkillResponse  # noqa: Y015

@@ -52,6 +52,16 @@ class AgentsServiceStub:
                 request_serializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageRequest.SerializeToString,
                 response_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageResponse.FromString,
                 _registered_method=True)
+        self.ListAgentUsageModels = channel.unary_unary(
+                '/crosscompute.v1.AgentsService/ListAgentUsageModels',
+                request_serializer=crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsRequest.SerializeToString,
+                response_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsResponse.FromString,
+                _registered_method=True)
+        self.GetAgentSkill = channel.unary_unary(
+                '/crosscompute.v1.AgentsService/GetAgentSkill',
+                request_serializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillRequest.SerializeToString,
+                response_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillResponse.FromString,
+                _registered_method=True)
         self.TopUpCredits = channel.unary_unary(
                 '/crosscompute.v1.AgentsService/TopUpCredits',
                 request_serializer=crosscompute_dot_v1_dot_agents__service__pb2.TopUpCreditsRequest.SerializeToString,
@@ -87,6 +97,23 @@ class AgentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgentUsageModels(self, request, context):
+        """ListAgentUsageModels returns the calling agent's usage per model. (Beyond the contract: from
+        crosscompute.io's published parameter registry.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentSkill(self, request, context):
+        """GetAgentSkill returns a markdown skill file that tells an agent how to use this deployment:
+        its URLs, the x402 flow and the prices, generated from the live configuration. It needs no key.
+        (Beyond the contract: from crosscompute.io's published parameter registry.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TopUpCredits(self, request, context):
         """TopUpCredits buys credits with an x402 payment. Without a payment header it
         answers HTTP 402 with a payment challenge.
@@ -112,6 +139,16 @@ def add_AgentsServiceServicer_to_server(servicer, server):
                     servicer.GetAgentUsage,
                     request_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageRequest.FromString,
                     response_serializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageResponse.SerializeToString,
+            ),
+            'ListAgentUsageModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentUsageModels,
+                    request_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsRequest.FromString,
+                    response_serializer=crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsResponse.SerializeToString,
+            ),
+            'GetAgentSkill': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentSkill,
+                    request_deserializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillRequest.FromString,
+                    response_serializer=crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillResponse.SerializeToString,
             ),
             'TopUpCredits': grpc.unary_unary_rpc_method_handler(
                     servicer.TopUpCredits,
@@ -203,6 +240,60 @@ class AgentsService:
             '/crosscompute.v1.AgentsService/GetAgentUsage',
             crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageRequest.SerializeToString,
             crosscompute_dot_v1_dot_agents__service__pb2.GetAgentUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentUsageModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crosscompute.v1.AgentsService/ListAgentUsageModels',
+            crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsRequest.SerializeToString,
+            crosscompute_dot_v1_dot_agents__service__pb2.ListAgentUsageModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentSkill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crosscompute.v1.AgentsService/GetAgentSkill',
+            crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillRequest.SerializeToString,
+            crosscompute_dot_v1_dot_agents__service__pb2.GetAgentSkillResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,15 @@ class AgentsServiceStub:
     """GetCurrentAgent returns the calling agent's account and key."""
     GetAgentUsage: _grpc.UnaryUnaryMultiCallable[_agents_service_pb2.GetAgentUsageRequest, _agents_service_pb2.GetAgentUsageResponse]
     """GetAgentUsage returns the calling agent's credit usage."""
+    ListAgentUsageModels: _grpc.UnaryUnaryMultiCallable[_agents_service_pb2.ListAgentUsageModelsRequest, _agents_service_pb2.ListAgentUsageModelsResponse]
+    """ListAgentUsageModels returns the calling agent's usage per model. (Beyond the contract: from
+    crosscompute.io's published parameter registry.)
+    """
+    GetAgentSkill: _grpc.UnaryUnaryMultiCallable[_agents_service_pb2.GetAgentSkillRequest, _agents_service_pb2.GetAgentSkillResponse]
+    """GetAgentSkill returns a markdown skill file that tells an agent how to use this deployment:
+    its URLs, the x402 flow and the prices, generated from the live configuration. It needs no key.
+    (Beyond the contract: from crosscompute.io's published parameter registry.)
+    """
     TopUpCredits: _grpc.UnaryUnaryMultiCallable[_agents_service_pb2.TopUpCreditsRequest, _agents_service_pb2.TopUpCreditsResponse]
     """TopUpCredits buys credits with an x402 payment. Without a payment header it
     answers HTTP 402 with a payment challenge.
@@ -65,6 +74,15 @@ class AgentsServiceAsyncStub(AgentsServiceStub):
     """GetCurrentAgent returns the calling agent's account and key."""
     GetAgentUsage: _aio.UnaryUnaryMultiCallable[_agents_service_pb2.GetAgentUsageRequest, _agents_service_pb2.GetAgentUsageResponse]  # type: ignore[assignment]
     """GetAgentUsage returns the calling agent's credit usage."""
+    ListAgentUsageModels: _aio.UnaryUnaryMultiCallable[_agents_service_pb2.ListAgentUsageModelsRequest, _agents_service_pb2.ListAgentUsageModelsResponse]  # type: ignore[assignment]
+    """ListAgentUsageModels returns the calling agent's usage per model. (Beyond the contract: from
+    crosscompute.io's published parameter registry.)
+    """
+    GetAgentSkill: _aio.UnaryUnaryMultiCallable[_agents_service_pb2.GetAgentSkillRequest, _agents_service_pb2.GetAgentSkillResponse]  # type: ignore[assignment]
+    """GetAgentSkill returns a markdown skill file that tells an agent how to use this deployment:
+    its URLs, the x402 flow and the prices, generated from the live configuration. It needs no key.
+    (Beyond the contract: from crosscompute.io's published parameter registry.)
+    """
     TopUpCredits: _aio.UnaryUnaryMultiCallable[_agents_service_pb2.TopUpCreditsRequest, _agents_service_pb2.TopUpCreditsResponse]  # type: ignore[assignment]
     """TopUpCredits buys credits with an x402 payment. Without a payment header it
     answers HTTP 402 with a payment challenge.
@@ -101,6 +119,27 @@ class AgentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agents_service_pb2.GetAgentUsageResponse, _abc.Awaitable[_agents_service_pb2.GetAgentUsageResponse]]:
         """GetAgentUsage returns the calling agent's credit usage."""
+
+    @_abc_1.abstractmethod
+    def ListAgentUsageModels(
+        self,
+        request: _agents_service_pb2.ListAgentUsageModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_service_pb2.ListAgentUsageModelsResponse, _abc.Awaitable[_agents_service_pb2.ListAgentUsageModelsResponse]]:
+        """ListAgentUsageModels returns the calling agent's usage per model. (Beyond the contract: from
+        crosscompute.io's published parameter registry.)
+        """
+
+    @_abc_1.abstractmethod
+    def GetAgentSkill(
+        self,
+        request: _agents_service_pb2.GetAgentSkillRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_service_pb2.GetAgentSkillResponse, _abc.Awaitable[_agents_service_pb2.GetAgentSkillResponse]]:
+        """GetAgentSkill returns a markdown skill file that tells an agent how to use this deployment:
+        its URLs, the x402 flow and the prices, generated from the live configuration. It needs no key.
+        (Beyond the contract: from crosscompute.io's published parameter registry.)
+        """
 
     @_abc_1.abstractmethod
     def TopUpCredits(

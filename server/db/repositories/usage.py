@@ -4,7 +4,7 @@ exactly once per request. Every balance change has its ledger entry in the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +31,23 @@ class UsageFacts:
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelUsageRow:
+    """An account's billed usage of one model."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    request_count: int
+    last_request_at: datetime
+    updated_at: datetime
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class UsageRepository:
@@ -119,6 +136,38 @@ class UsageRepository:
     async def release(self, call_id: str, error_code: str, facts: UsageFacts | None = None) -> None:
         """Close a failed call: nothing billed, everything given back."""
         await self._close(call_id, "failed", 0, facts, error_code)
+
+    async def by_model(self, account_id: str) -> list[ModelUsageRow]:
+        """The account's settled usage per model, most recently used first."""
+        last = func.max(UsageRecord.created_at)
+        statement = (
+            select(
+                UsageRecord.provider,
+                UsageRecord.model,
+                func.sum(UsageRecord.input_tokens),
+                func.sum(UsageRecord.output_tokens),
+                func.count(),
+                last,
+                func.max(UsageRecord.settled_at),
+            )
+            .where(UsageRecord.account_id == account_id, UsageRecord.status == "settled")
+            .group_by(UsageRecord.provider, UsageRecord.model)
+            .order_by(last.desc())
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(statement)).all()
+        return [
+            ModelUsageRow(
+                provider=row[0] or "",
+                model=row[1] or "",
+                input_tokens=int(row[2] or 0),
+                output_tokens=int(row[3] or 0),
+                request_count=int(row[4]),
+                last_request_at=_utc(row[5]),
+                updated_at=_utc(row[6] or row[5]),
+            )
+            for row in rows
+        ]
 
     async def release_stale(self, older_than: timedelta) -> int:
         """Release reservations a crashed replica left open; return how many."""
