@@ -242,7 +242,11 @@ def forged(field: str, value: Any) -> Challenge:
             lambda v: forged("payTo", "0x2222222222222222222222222222222222222222"),
             "PAYMENT_RECIPIENT_MISMATCH",
         ),
-        (lambda v: forged("asset", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"), "PAYMENT_"),
+        # v1 names no asset beside the signature: the signature, made for another token, fails.
+        (
+            lambda v: forged("asset", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+            "PAYMENT_ASSET_MISMATCH|v1:PAYMENT_SIGNATURE_INVALID",
+        ),
         (lambda v: forged("network", "base" if v == 1 else "eip155:8453"), "PAYMENT_NETWORK_MISMATCH"),
         (lambda v: forged("maxTimeoutSeconds", -60), "PAYMENT_EXPIRED"),
     ],
@@ -256,7 +260,9 @@ def test_mismatched_payments_are_402_and_credit_nothing(
     assert response.status_code == 402, response.text
     assert response.headers["x-crosscompute-payment-header-present"] == "true"
     assert "payment-required" in response.headers, "a fresh challenge comes with the refusal"
-    assert response.json()["x402Version"] == 1 and response.json()["error"]
+    assert response.json()["x402Version"] == 1
+    expected = reason.split("|v1:")[1] if version == 1 and "|v1:" in reason else reason.split("|")[0]
+    assert response.json()["error"].startswith(expected), response.json()["error"]
     assert agent.balance() == (0, 0)
     assert len(facilitator.calls) == calls, "nothing reached the facilitator"
 

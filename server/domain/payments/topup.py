@@ -113,7 +113,7 @@ class TopUps:
         try:
             check(presented, offer)
         except PaymentRejected as rejected:
-            raise self._required(offer, rejected.message, rejected.reason) from None
+            raise self._required(offer, f"{rejected.reason}: {rejected.message}", rejected.reason) from None
         credits_micro = int(offer.amount_usd * self._policy.credits_per_usd * 1_000_000)
         claimed, payment = await self._payments.claim(
             NewPayment(
