@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check run serve facilitator test lint envoy-validate bench clean
+.PHONY: setup proto proto-check run serve facilitator test lint envoy-validate eval-router bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ run: setup
 
 serve: setup
 	$(PY) -m server
+
+eval-router: setup
+	$(PY) -m scripts.eval_router
 
 facilitator: setup
 	$(PY) -m scripts.dev_facilitator --port 8402

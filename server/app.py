@@ -37,6 +37,7 @@ from server.db.migrate import upgrade
 from server.db.notifications import listen_for_revoked_keys
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
+from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.payments import PaymentRepository
 from server.db.repositories.rate_limits import RateLimitRepository
 from server.db.repositories.usage import UsageRepository
@@ -54,6 +55,8 @@ from server.domain.payments.offer import TOKEN_VERSION
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients, release_stale_reservations
+from server.domain.routing.notdiamond import NotDiamondClient
+from server.domain.routing.router import Router
 from server.domain.skill import render_skill
 from server.domain.supabase_tokens import SupabaseTokenVerifier
 from server.interceptors import default_interceptors
@@ -86,6 +89,7 @@ class Runtime:
     http_client: httpx.AsyncClient
     provider_clients: dict[str, ProviderClient]
     facilitator: FacilitatorClient | None
+    notdiamond: NotDiamondClient | None
     key_cache: KeyCache[KeyRow]
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -100,6 +104,8 @@ class Runtime:
             await client.aclose()
         if self.facilitator is not None:
             await self.facilitator.aclose()
+        if self.notdiamond is not None:
+            await self.notdiamond.aclose()
         await self.engine.dispose()
 
 
@@ -144,8 +150,22 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     clients = provider_clients(catalog.providers, settings.upstream_timeout_seconds)
     usage = UsageRepository(sessions)
+    cooldowns = CooldownRepository(sessions)
+    notdiamond = (
+        NotDiamondClient(
+            settings.notdiamond_api_key, settings.notdiamond_base_url, settings.notdiamond_timeout_ms / 1000
+        )
+        if settings.notdiamond_api_key
+        else None
+    )
     chat = ChatService(
-        catalog, clients, usage, settings.credits_per_usd_decimal, settings.default_max_output_tokens
+        catalog,
+        clients,
+        usage,
+        settings.credits_per_usd_decimal,
+        settings.default_max_output_tokens,
+        Router(catalog, cooldowns, notdiamond),
+        cooldowns,
     )
     background.append(asyncio.create_task(release_stale_reservations(usage), name="stale-reservations"))
 
@@ -223,6 +243,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         http_client=http_client,
         provider_clients=clients,
         facilitator=facilitator,
+        notdiamond=notdiamond,
         key_cache=key_cache,
         background=background,
     )

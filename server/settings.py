@@ -152,6 +152,15 @@ class Settings:
         "Output cap (and credits held) for requests that set no max_tokens, within the model's limit.",
         16384,
     )
+    notdiamond_api_key: str = setting(
+        "NOTDIAMOND_API_KEY", "Enables NotDiamond routing intelligence for profiles. Secret.", "", secret=True
+    )
+    notdiamond_base_url: str = setting(
+        "NOTDIAMOND_BASE_URL", "NotDiamond API base URL.", "https://api.notdiamond.ai"
+    )
+    notdiamond_timeout_ms: int = setting(
+        "NOTDIAMOND_TIMEOUT_MS", "NotDiamond's time budget; past it the local decision stands.", 800
+    )
     upstream_timeout_seconds: int = setting(
         "CROSSCOMPUTE_UPSTREAM_TIMEOUT_SECONDS",
         "Longest wait for a provider's answer (or its next chunk).",

@@ -74,7 +74,24 @@ class ModelSpec(_Strict):
     system_role: Literal["system", "developer"]
     prices: Prices
     price_rule: str = Field(min_length=1, max_length=64)
+    #: Which budget the model belongs to: a `cheap` profile never routes to a `medium` or `premium` one.
+    price_class: Literal["cheap", "medium", "premium"]
     created: NonNegativeInt = PROFILES_CREATED
+
+
+TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
+BUDGETS = ("cheap", "medium", "premium")
+Tier = Literal["SIMPLE", "MEDIUM", "COMPLEX", "REASONING"]
+Budget = Literal["cheap", "medium", "premium"]
+
+
+class RoutingSpec(_Strict):
+    """How profiles route: a budget per tier for `auto`, and ordered candidates per budget and tier."""
+
+    version: str
+    max_attempts: PositiveInt
+    auto_budgets: dict[Tier, Budget]
+    candidates: dict[Budget, dict[Tier, list[str]]]
 
 
 class CatalogFile(_Strict):
@@ -83,6 +100,7 @@ class CatalogFile(_Strict):
     version: str
     providers: dict[str, ProviderSpec]
     models: list[ModelSpec]
+    routing: RoutingSpec
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogFile:
@@ -95,6 +113,24 @@ class CatalogFile(_Strict):
             if model.id in PROFILE_NAMES or model.id in ALIASES:
                 raise ValueError(f"model id {model.id!r} is a routing profile name")
             seen.add(model.id)
+        by_id = {model.id: model for model in self.models}
+        if set(self.routing.auto_budgets) != set(TIERS):
+            raise ValueError("routing.auto_budgets must name a budget for every tier")
+        for budget in BUDGETS:
+            tiers = self.routing.candidates.get(budget)  # type: ignore[call-overload]
+            if tiers is None or set(tiers) != set(TIERS):
+                raise ValueError(f"routing.candidates.{budget} must list candidates for every tier")
+            for tier, ids in tiers.items():
+                for model_id in ids:
+                    listed = by_id.get(model_id)
+                    if listed is None:
+                        raise ValueError(
+                            f"routing.candidates.{budget}.{tier} names unknown model {model_id!r}"
+                        )
+                    if BUDGETS.index(listed.price_class) > BUDGETS.index(budget):
+                        raise ValueError(
+                            f"{model_id} is a {listed.price_class} model: not a {budget} candidate"
+                        )
         return self
 
 
@@ -156,6 +192,7 @@ class Catalog:
 
     def __init__(self, file: CatalogFile, providers: Mapping[str, Provider]) -> None:
         self.version = file.version
+        self.routing = file.routing
         self.providers = dict(providers)
         self.all_providers = tuple(file.providers)
         profiles = tuple(

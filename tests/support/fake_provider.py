@@ -42,6 +42,8 @@ class FakeProvider:
     received: list[Received] = field(default_factory=list)
     release_slow: threading.Event = field(default_factory=threading.Event)
     disconnects: int = 0
+    #: Upstream model name → how it fails: "500", "429", "529", "hang" (answer nothing) or "close".
+    failures: dict[str, str] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -69,6 +71,17 @@ class FakeProvider:
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 fake.received.append(Received(self.path, headers, body))
                 marker = last_user_text(body)
+                failure = fake.failures.get(str(body.get("model")))
+                if failure == "hang":
+                    fake.release_slow.wait(30)
+                    return
+                if failure == "close":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if failure:
+                    self.error(int(failure))
+                    return
                 if "[hang]" in marker:
                     fake.release_slow.wait(30)
                 error = re.search(r"\[error (\d{3})\]", marker)

@@ -31,6 +31,9 @@ class UsageFacts:
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
+    routing_tier: str | None = None
+    routing_budget: str | None = None
+    routing_intelligence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,9 @@ class UsageRepository:
                     input_tokens=facts.input_tokens,
                     cached_input_tokens=facts.cached_input_tokens,
                     output_tokens=facts.output_tokens,
+                    routing_tier=facts.routing_tier,
+                    routing_budget=facts.routing_budget,
+                    routing_intelligence=facts.routing_intelligence,
                 )
             closed = (
                 await session.execute(

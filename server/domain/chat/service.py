@@ -9,20 +9,21 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.usage import UsageFacts, UsageRepository
 from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
-from server.domain.chat.billing import bill, plan_hold
+from server.domain.chat.billing import Hold, bill, plan_hold
 from server.domain.chat.request import ChatRequest, parse_body, validate
 from server.domain.chat.tokens import count_prompt, count_text, hold_for_prompt
 from server.domain.credits import micro_to_credits, micro_to_wire
 from server.domain.errors import (
     DomainError,
     InvalidArgument,
-    NotFound,
-    NotImplementedYet,
+    PaymentRequired,
     ServiceUnavailable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -30,6 +31,7 @@ from server.domain.errors import (
 from server.domain.key_auth import KeyPrincipal
 from server.domain.providers.base import ProviderClient, UpstreamError, Usage
 from server.domain.providers.openai_compat import usage_of
+from server.domain.routing.router import Route, Router
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,12 @@ class Produced:
 
     def counted(self, prompt_tokens: int) -> Usage:
         return self.usage or Usage(input_tokens=prompt_tokens, output_tokens=count_text("".join(self.text)))
+
+
+#: Failures before any byte reached the client that try the next candidate (a 400 is the request's fault).
+FALLBACK_KINDS = frozenset({"auth", "rate_limited", "overloaded", "server", "timeout", "connect", "protocol"})
+#: How long a model rests after each kind of failure, on every replica.
+COOL_DOWNS = {"rate_limited": timedelta(seconds=60), "overloaded": timedelta(seconds=15)}
 
 
 def domain_error(error: UpstreamError) -> DomainError:
@@ -100,102 +108,149 @@ class ChatService:
         usage: UsageRepository,
         credits_per_usd: Decimal,
         default_output: int,
+        router: Router,
+        cooldowns: CooldownRepository,
     ) -> None:
         self._default_output = default_output
+        self._router = router
+        self._cooldowns = cooldowns
+        self._max_attempts = catalog.routing.max_attempts
         self._catalog = catalog
         self._clients = clients
         self._usage = usage
         self._credits_per_usd = credits_per_usd
 
-    def _resolve(self, request: ChatRequest) -> ModelSpec:
-        entry = self._catalog.get(request.model)
-        if entry is None:
-            raise NotFound(
-                f"The model `{request.model}` does not exist or its provider is not configured; "
-                "see /v1/models.",
-                reason="MODEL_NOT_FOUND",
-                param="model",
-            )
-        if entry.spec is None:
-            raise NotImplementedYet(
-                f"Routing profile `{entry.id}` is not implemented yet: name a model from /v1/models.",
-                reason="ROUTING_NOT_IMPLEMENTED",
-            )
-        spec = entry.spec
-        if request.has_tools and not spec.tools:
-            raise InvalidArgument(
-                f"{spec.id} does not support tools.", param="tools", reason="MODEL_LACKS_TOOLS"
-            )
-        if request.has_images and not spec.vision:
-            raise InvalidArgument(
-                f"{spec.id} does not accept images.", param="messages", reason="MODEL_LACKS_VISION"
-            )
-        return spec
-
     async def start(self, principal: KeyPrincipal, raw: bytes) -> ChatCall:
         request = validate(parse_body(raw))
-        spec = self._resolve(request)
         counted_prompt = count_prompt(request.messages, request.options)
         prompt_tokens = hold_for_prompt(counted_prompt)
+        route = await self._router.route(request, prompt_tokens)
         spendable = 0
         if request.max_output_tokens is None:
             spendable = (await self._usage.spendable(principal.key_id)).micro
-        hold = plan_hold(
-            spec,
-            self._credits_per_usd,
-            prompt_tokens,
-            request.max_output_tokens,
-            spendable,
-            self._default_output,
-        )
+        # One hold covers whichever attempt answers: the largest of the attempts' worst cases.
+        attempts: list[tuple[ModelSpec, Hold]] = []
+        refusal: DomainError | None = None
+        for spec in route.candidates[: self._max_attempts]:
+            try:
+                hold = plan_hold(
+                    spec,
+                    self._credits_per_usd,
+                    prompt_tokens,
+                    request.max_output_tokens,
+                    spendable,
+                    self._default_output,
+                )
+            except (PaymentRequired, InvalidArgument) as error:
+                refusal = refusal or error
+                continue
+            attempts.append((spec, hold))
+        if not attempts:
+            assert refusal is not None
+            raise refusal
         call_id = str(uuid.uuid4())
         await self._usage.reserve(
             call_id=call_id,
             account_id=principal.account_id,
             key_id=principal.key_id,
-            amount_micro=hold.amount_micro,
+            amount_micro=max(hold.amount_micro for _spec, hold in attempts),
             requested_model=request.model,
             stream=request.stream,
-            routing_profile="explicit",
+            routing_profile=route.profile,
         )
-        headers = [
-            ("x-crosscompute-routing-profile", "explicit"),
+        try:
+            return await self._attempt(call_id, request, route, attempts, counted_prompt)
+        except BaseException:
+            await asyncio.shield(self._usage.release(call_id, "failed"))
+            raise
+
+    async def _attempt(
+        self,
+        call_id: str,
+        request: ChatRequest,
+        route: Route,
+        attempts: list[tuple[ModelSpec, Hold]],
+        counted_prompt: int,
+    ) -> ChatCall:
+        """Try the candidates in order until one answers; only a failure before any byte falls back."""
+        last_error: UpstreamError | None = None
+        for number, (spec, hold) in enumerate(attempts, start=1):
+            client = self._clients[spec.provider]
+            try:
+                if not request.stream:
+                    completion = await client.complete(spec, request, hold.max_output)
+                    usage = completion.usage or Usage(
+                        counted_prompt, count_text(json.dumps(completion.body["choices"]))
+                    )
+                    billed = await self._settle(call_id, spec, usage, route)
+                    body = {**completion.body, "model": spec.id}
+                    headers = [
+                        *self._headers(route, spec),
+                        ("x-crosscompute-billed-credits", f"{micro_to_credits(billed).normalize():f}"),
+                    ]
+                    return ChatCall(headers=headers, body=json.dumps(body, separators=(",", ":")).encode())
+                stream = client.stream(spec, request, hold.max_output)
+                try:
+                    first = await anext(stream)
+                except StopAsyncIteration:
+                    raise UpstreamError("protocol", "empty stream") from None
+            except UpstreamError as error:
+                last_error = error
+                logger.warning(
+                    "attempt %d: %s via %s failed: %s",
+                    number,
+                    spec.id,
+                    spec.provider,
+                    error.kind,
+                    extra={
+                        "model": spec.id,
+                        "provider": spec.provider,
+                        "attempt": number,
+                        "outcome": error.kind,
+                    },
+                )
+                await self._cool_down(spec, error)
+                if error.kind not in FALLBACK_KINDS:
+                    break
+                continue
+            logger.info(
+                "attempt %d: %s answered", number, spec.id, extra={"model": spec.id, "attempt": number}
+            )
+            return ChatCall(
+                headers=self._headers(route, spec),
+                chunks=self._relay(call_id, spec, request, first, stream, counted_prompt, route),
+            )
+        assert last_error is not None
+        raise domain_error(last_error)
+
+    async def _cool_down(self, spec: ModelSpec, error: UpstreamError) -> None:
+        rest = COOL_DOWNS.get(error.kind)
+        if rest is not None:
+            await self._cooldowns.rest(spec.id, rest, error.kind)
+
+    def _headers(self, route: Route, spec: ModelSpec) -> list[tuple[str, str]]:
+        headers = [("x-crosscompute-routing-profile", route.profile)]
+        if not route.explicit:
+            headers += [
+                ("x-crosscompute-routing-tier", route.tier),
+                ("x-crosscompute-routing-budget", route.budget),
+                ("x-crosscompute-routing-version", route.version),
+                ("x-crosscompute-routing-intelligence", route.intelligence),
+            ]
+            if route.session_id:
+                headers.append(("x-crosscompute-routing-intelligence-session", route.session_id))
+            if route.request_id:
+                headers.append(("x-crosscompute-routing-intelligence-request-id", route.request_id))
+        headers += [
             ("x-crosscompute-provider", spec.provider),
             ("x-crosscompute-routed-model", spec.id),
             ("x-crosscompute-price-rule", spec.price_rule),
         ]
         if spec.provider == SIMULATOR:
             headers.append(("x-crosscompute-simulated", "true"))
-        client = self._clients[spec.provider]
-        try:
-            if not request.stream:
-                completion = await client.complete(spec, request, hold.max_output)
-                usage = completion.usage or Usage(
-                    counted_prompt, count_text(json.dumps(completion.body["choices"]))
-                )
-                billed = await self._settle(call_id, spec, usage)
-                body = {**completion.body, "model": spec.id}
-                headers.append(("x-crosscompute-billed-credits", f"{micro_to_credits(billed).normalize():f}"))
-                return ChatCall(headers=headers, body=json.dumps(body, separators=(",", ":")).encode())
-            stream = client.stream(spec, request, hold.max_output)
-            first = await anext(stream)
-        except UpstreamError as error:
-            await self._usage.release(call_id, error.kind)
-            logger.warning(
-                "upstream %s failed: %s", spec.provider, error.kind, extra={"provider": spec.provider}
-            )
-            raise domain_error(error) from None
-        except StopAsyncIteration:
-            await self._usage.release(call_id, "protocol")
-            raise domain_error(UpstreamError("protocol", "empty stream")) from None
-        except BaseException:
-            await asyncio.shield(self._usage.release(call_id, "cancelled"))
-            raise
-        return ChatCall(
-            headers=headers, chunks=self._relay(call_id, spec, request, first, stream, counted_prompt)
-        )
+        return headers
 
-    async def _settle(self, call_id: str, spec: ModelSpec, usage: Usage) -> int:
+    async def _settle(self, call_id: str, spec: ModelSpec, usage: Usage, route: Route) -> int:
         facts = UsageFacts(
             model=spec.id,
             provider=spec.provider,
@@ -203,6 +258,9 @@ class ChatService:
             input_tokens=usage.input_tokens,
             cached_input_tokens=usage.cached_tokens,
             output_tokens=usage.output_tokens,
+            routing_tier=route.tier or None,
+            routing_budget=route.budget or None,
+            routing_intelligence=None if route.explicit else route.intelligence,
         )
         return await self._usage.settle(call_id, bill(spec, self._credits_per_usd, usage), facts)
 
@@ -214,6 +272,7 @@ class ChatService:
         first: dict[str, Any],
         stream: AsyncIterator[dict[str, Any]],
         counted_prompt: int,
+        route: Route,
     ) -> AsyncIterator[bytes]:
         """Forward the stream chunk by chunk; bill it once however it ends."""
         produced = Produced()
@@ -228,7 +287,7 @@ class ChatService:
                     yield sse({**chunk, "model": spec.id})
                 chunk = await anext(stream, None)
             usage = produced.counted(counted_prompt)
-            billed = await self._settle(call_id, spec, usage)
+            billed = await self._settle(call_id, spec, usage, route)
             settled = True
             if request.include_usage:
                 yield sse(
@@ -252,7 +311,7 @@ class ChatService:
                 )
             yield b"data: [DONE]\n\n"
         except UpstreamError as error:
-            await self._settle(call_id, spec, produced.counted(counted_prompt))
+            await self._settle(call_id, spec, produced.counted(counted_prompt), route)
             settled = True
             mapped = domain_error(error)
             logger.warning("upstream %s failed mid-stream: %s", spec.provider, error.kind)
@@ -269,7 +328,7 @@ class ChatService:
         except Exception:
             # Headers are gone: a failure of ours is also reported in-band, never as a silent end.
             logger.exception("stream relay failed")
-            await self._settle(call_id, spec, produced.counted(counted_prompt))
+            await self._settle(call_id, spec, produced.counted(counted_prompt), route)
             settled = True
             yield sse(
                 {
@@ -284,5 +343,5 @@ class ChatService:
         finally:
             if not settled:
                 # The client went away (or the server is stopping): bill what was produced, once.
-                await asyncio.shield(self._settle(call_id, spec, produced.counted(counted_prompt)))
+                await asyncio.shield(self._settle(call_id, spec, produced.counted(counted_prompt), route))
             await stream.aclose()  # type: ignore[attr-defined]

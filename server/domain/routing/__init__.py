@@ -1,0 +1,1 @@
+"""Routing profiles: classify a request's complexity, pick a budget, and order candidate models."""
