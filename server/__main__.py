@@ -7,6 +7,7 @@ import signal
 
 from server.app import start
 from server.jsonlog import configure_logging
+from server.observability import serve_metrics
 from server.settings import Settings
 
 
@@ -14,6 +15,8 @@ async def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     runtime = await start(settings)
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port)
     print(f"gRPC listening on {settings.grpc_host}:{runtime.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

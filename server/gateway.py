@@ -13,6 +13,7 @@ from server.app import start
 from server.edge.config import EdgeConfig
 from server.edge.process import EnvoyError, EnvoyProcess
 from server.jsonlog import configure_logging
+from server.observability import serve_metrics
 from server.settings import Settings
 
 ENVOY_WATCH_INTERVAL_SECONDS = 0.5
@@ -30,11 +31,15 @@ async def run(settings: Settings) -> int:
         print(f"envoy failed to start: {error}", file=sys.stderr)
         await runtime.stop()
         return 1
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port)
+    metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else "off"
     print(
         f"CrossCompute API is up (database: {runtime.database.backend})\n"
         f"  REST/OpenAI  http://{settings.http_host}:{ports.http}   (try: curl http://{settings.http_host}:{ports.http}/health)\n"
         f"  gRPC         {settings.grpc_host}:{runtime.port}\n"
         f"  Envoy admin  http://127.0.0.1:{ports.admin}\n"
+        f"  Metrics      {metrics}\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )

@@ -50,6 +50,11 @@ class Settings:
     envoy_admin_port: int = setting(
         "CROSSCOMPUTE_ENVOY_ADMIN_PORT", "Envoy's admin port, bound to 127.0.0.1 only.", 9901
     )
+    metrics_port: int = setting(
+        "CROSSCOMPUTE_METRICS_PORT",
+        "Prometheus /metrics on 127.0.0.1 (never through Envoy); 0 turns it off.",
+        9464,
+    )
     envoy_concurrency: int = setting("CROSSCOMPUTE_ENVOY_CONCURRENCY", "Envoy worker threads.", 1)
     database_url: str = setting(
         "DATABASE_URL",

@@ -18,7 +18,12 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 def make_settings(database_url: str, **overrides: str) -> Settings:
     """Settings for a test: free ports, the given database, nothing from the developer's environment."""
-    environ = {"CROSSCOMPUTE_GRPC_PORT": "0", "DATABASE_URL": database_url, **overrides}
+    environ = {
+        "CROSSCOMPUTE_GRPC_PORT": "0",
+        "CROSSCOMPUTE_METRICS_PORT": "0",
+        "DATABASE_URL": database_url,
+        **overrides,
+    }
     return Settings.from_env(environ)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,12 @@ from tests.support.waiting import eventually
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CROSSCOMPUTE_", "DATABASE_URL"))},
@@ -25,6 +32,7 @@ def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) 
         "CROSSCOMPUTE_ENVOY_ADMIN_PORT": "0",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
         "CROSSCOMPUTE_LOG_LEVEL": "WARNING",
+        "CROSSCOMPUTE_METRICS_PORT": str(free_port()),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "server.gateway"],
@@ -52,6 +60,14 @@ def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) 
         assert http and admin and re.search(r"gRPC\s+127\.0\.0\.1:\d+", printed), printed
         health = httpx.get(f"{http.group(1)}/health", timeout=10)
         assert health.status_code == 200 and health.json()["database"]["backend"] == "sqlite"
+        metrics = re.search(r"Metrics\s+(http://127\.0\.0\.1:\d+/metrics)", printed)
+        assert metrics, printed
+        scraped = httpx.get(metrics.group(1), timeout=10).text
+        assert (
+            'crosscompute_requests_total{code="OK",method="/crosscompute.v1.SystemService/GetHealth"}'
+            in scraped
+        )
+        assert httpx.get(f"{http.group(1)}/metrics", timeout=10).status_code == 404, "never through Envoy"
 
         process.send_signal(signal.SIGINT)
         stdout, _stderr = process.communicate(timeout=30)

@@ -300,3 +300,64 @@ def test_notdiamond_trouble_falls_back_to_the_local_decision(
     assert headers["x-crosscompute-routing-intelligence"] == "local"
     assert headers["x-crosscompute-routed-model"] == "openai/gpt-5-mini", "the local first choice"
     assert "x-crosscompute-routing-intelligence-session" not in headers
+
+
+def test_metrics_count_routing_fallbacks_cooldowns_tokens_and_credits(
+    client: openai.OpenAI, fake: FakeProvider
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "routing": sample(
+            "crosscompute_routing_decisions_total",
+            profile="cheap",
+            tier="SIMPLE",
+            budget="cheap",
+            intelligence="local",
+        ),
+        "fallback": sample("crosscompute_fallbacks_total", model="deepseek-chat"),
+        "cooldown": sample("crosscompute_cooldowns_total", model="deepseek-chat", reason="rate_limited"),
+        "error": sample("crosscompute_upstream_errors_total", provider="deepseek", kind="rate_limited"),
+        "tokens": sample("crosscompute_tokens_total", model="openai/gpt-4.1-mini", direction="output"),
+        "credits": sample("crosscompute_billed_micro_credits_total", model="openai/gpt-4.1-mini"),
+    }
+    fake.failures["deepseek-chat"] = "429"  # cheap/SIMPLE: deepseek-chat, then (no Gemini here) gpt-4.1-mini
+    try:
+        headers = ask(client, "cheap", "hi")
+    finally:
+        fake.failures.clear()
+    assert headers["x-crosscompute-routed-model"] == "openai/gpt-4.1-mini"
+    assert (
+        sample(
+            "crosscompute_routing_decisions_total",
+            profile="cheap",
+            tier="SIMPLE",
+            budget="cheap",
+            intelligence="local",
+        )
+        == before["routing"] + 1
+    )
+    assert sample("crosscompute_fallbacks_total", model="deepseek-chat") == before["fallback"] + 1
+    assert (
+        sample("crosscompute_cooldowns_total", model="deepseek-chat", reason="rate_limited")
+        == before["cooldown"] + 1
+    )
+    assert (
+        sample("crosscompute_upstream_errors_total", provider="deepseek", kind="rate_limited")
+        == before["error"] + 1
+    )
+    assert (
+        sample("crosscompute_tokens_total", model="openai/gpt-4.1-mini", direction="output")
+        == before["tokens"] + 5
+    )
+    assert sample("crosscompute_billed_micro_credits_total", model="openai/gpt-4.1-mini") > before["credits"]
+    assert (
+        REGISTRY.get_sample_value(
+            "crosscompute_requests_total",
+            {"method": "/crosscompute.v1.InferenceService/CreateChatCompletion", "code": "OK"},
+        )
+        or 0
+    ) >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.interceptors.access_log import AccessLogInterceptor
 from server.interceptors.errors import ErrorMappingInterceptor
+from server.interceptors.metrics import MetricsInterceptor
 from server.interceptors.request_id import RequestIdInterceptor
 from server.interceptors.wrapping import ServerInterceptor
 
@@ -11,7 +12,13 @@ from server.interceptors.wrapping import ServerInterceptor
 def default_interceptors() -> list[ServerInterceptor]:
     """The chain, outermost first: the request id is set before anything logs, and the access log
     sees the status the error mapping chose."""
-    return [RequestIdInterceptor(), AccessLogInterceptor(), ErrorMappingInterceptor()]
+    return [RequestIdInterceptor(), AccessLogInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor()]
 
 
-__all__ = ["AccessLogInterceptor", "ErrorMappingInterceptor", "RequestIdInterceptor", "default_interceptors"]
+__all__ = [
+    "AccessLogInterceptor",
+    "ErrorMappingInterceptor",
+    "MetricsInterceptor",
+    "RequestIdInterceptor",
+    "default_interceptors",
+]

@@ -17,7 +17,7 @@ from server.request_context import current_request_id
 logger = logging.getLogger("crosscompute.access")
 
 
-def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     code = context.code()
@@ -44,7 +44,7 @@ class AccessLogInterceptor(AroundInterceptor):
                 "call",
                 extra={
                     "method": details.method,
-                    "status": _final_code(context, error).name,
+                    "status": final_code(context, error).name,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                     "request_id": current_request_id(),
                 },

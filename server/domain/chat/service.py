@@ -32,6 +32,7 @@ from server.domain.key_auth import KeyPrincipal
 from server.domain.providers.base import ProviderClient, UpstreamError, Usage
 from server.domain.providers.openai_compat import usage_of
 from server.domain.routing.router import Route, Router
+from server.observability import COOLDOWNS, CREDITS, FALLBACKS, TOKENS, UPSTREAM_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class ChatService:
                     raise UpstreamError("protocol", "empty stream") from None
             except UpstreamError as error:
                 last_error = error
+                UPSTREAM_ERRORS.labels(spec.provider, error.kind).inc()
                 logger.warning(
                     "attempt %d: %s via %s failed: %s",
                     number,
@@ -212,6 +214,7 @@ class ChatService:
                 await self._cool_down(spec, error)
                 if error.kind not in FALLBACK_KINDS:
                     break
+                FALLBACKS.labels(spec.id).inc()
                 continue
             logger.info(
                 "attempt %d: %s answered", number, spec.id, extra={"model": spec.id, "attempt": number}
@@ -226,6 +229,7 @@ class ChatService:
     async def _cool_down(self, spec: ModelSpec, error: UpstreamError) -> None:
         rest = COOL_DOWNS.get(error.kind)
         if rest is not None:
+            COOLDOWNS.labels(spec.id, error.kind).inc()
             await self._cooldowns.rest(spec.id, rest, error.kind)
 
     def _headers(self, route: Route, spec: ModelSpec) -> list[tuple[str, str]]:
@@ -262,7 +266,11 @@ class ChatService:
             routing_budget=route.budget or None,
             routing_intelligence=None if route.explicit else route.intelligence,
         )
-        return await self._usage.settle(call_id, bill(spec, self._credits_per_usd, usage), facts)
+        billed = await self._usage.settle(call_id, bill(spec, self._credits_per_usd, usage), facts)
+        TOKENS.labels(spec.id, "input").inc(usage.input_tokens)
+        TOKENS.labels(spec.id, "output").inc(usage.output_tokens)
+        CREDITS.labels(spec.id).inc(billed)
+        return billed
 
     async def _relay(
         self,

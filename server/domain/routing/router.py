@@ -11,6 +11,7 @@ from server.domain.chat.request import ChatRequest
 from server.domain.errors import InvalidArgument, NotFound, ServiceUnavailable
 from server.domain.routing.classifier import classify
 from server.domain.routing.notdiamond import NotDiamondClient
+from server.observability import ROUTING
 
 #: Output room assumed when checking a context window for a request that names no max_tokens.
 OUTPUT_MARGIN = 1024
@@ -125,6 +126,15 @@ class Router:
             version=routing.version,
             reasons=classification.reasons,
         )
+        try:
+            return await self._advise(route, request, candidates, budget)
+        finally:
+            ROUTING.labels(profile, tier, budget, route.intelligence).inc()
+
+    async def _advise(
+        self, route: Route, request: ChatRequest, candidates: list[ModelSpec], budget: str
+    ) -> Route:
+        """Let NotDiamond choose the first candidate, when it is configured and answers in time."""
         if self._notdiamond is not None and len(candidates) > 1:
             selection = await self._notdiamond.select(
                 request.messages, [(c.provider, c.upstream) for c in candidates], TRADEOFFS.get(budget)
