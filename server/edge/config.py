@@ -100,6 +100,8 @@ class EdgeConfig:
     grpc_port: int
     max_body_bytes: int
     stream_idle_timeout_seconds: int
+    #: More replicas behind the same Envoy: (address, port) pairs besides the first.
+    more_endpoints: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def for_settings(
@@ -132,8 +134,12 @@ def render(config: EdgeConfig) -> str:
         LISTEN_PORT=config.listen_port,
         ADMIN_ADDRESS=config.admin_address,
         ADMIN_PORT=config.admin_port,
-        GRPC_ADDRESS=config.grpc_address,
-        GRPC_PORT=config.grpc_port,
+        GRPC_ENDPOINTS=json.dumps(
+            [
+                {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}
+                for address, port in ((config.grpc_address, config.grpc_port), *config.more_endpoints)
+            ]
+        ),
         MAX_BODY_BYTES=config.max_body_bytes,
         STREAM_IDLE_TIMEOUT=f"{config.stream_idle_timeout_seconds}s",
         DESCRIPTOR_PATH=str(DESCRIPTOR_SET),

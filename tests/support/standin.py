@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from server.interceptors import default_interceptors
 from server.settings import Settings
@@ -27,8 +29,12 @@ def stand_in_behind_envoy(register: Callable[[grpc.aio.Server], None]) -> Iterat
     async def serve() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(interceptors=default_interceptors())
         register(server)
+        # Envoy checks its upstreams' gRPC health, as it does the real server's.
+        health_servicer = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         return server, port
 
     server, port = asyncio.run_coroutine_threadsafe(serve(), loop).result(START_TIMEOUT_SECONDS)
