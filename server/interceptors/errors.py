@@ -21,8 +21,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from server.domain.errors import DomainError, ErrorKind, NotImplementedYet
+from server.domain.errors import DomainError, ErrorKind, NotImplementedYet, ServiceUnavailable
 from server.interceptors.wrapping import AroundInterceptor, Context
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def as_domain_error(error: Exception, method: str) -> DomainError:
     if isinstance(error, NotImplementedError):
         name = method.rsplit("/", 1)[-1]
         return NotImplementedYet(f"{name} is not implemented yet")
+    if isinstance(error, OperationalError | InterfaceError | TimeoutError):
+        # The database is down or unreachable: nothing was changed, and a retry later may work.
+        logger.warning("database unavailable in %s: %s", method, type(error).__name__)
+        return ServiceUnavailable("the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE")
     logger.error("unexpected error in %s", method, exc_info=error)
     return DomainError("internal error")
 

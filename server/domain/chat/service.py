@@ -71,7 +71,13 @@ class Produced:
 #: Failures before any byte reached the client that try the next candidate (a 400 is the request's fault).
 FALLBACK_KINDS = frozenset({"auth", "rate_limited", "overloaded", "server", "timeout", "connect", "protocol"})
 #: How long a model rests after each kind of failure, on every replica.
-COOL_DOWNS = {"rate_limited": timedelta(seconds=60), "overloaded": timedelta(seconds=15)}
+COOL_DOWNS = {
+    "rate_limited": timedelta(seconds=60),
+    "overloaded": timedelta(seconds=15),
+    "server": timedelta(seconds=15),
+    "timeout": timedelta(seconds=15),
+    "connect": timedelta(seconds=15),
+}
 
 
 def domain_error(error: UpstreamError) -> DomainError:
@@ -224,6 +230,11 @@ class ChatService:
                 chunks=self._relay(call_id, spec, request, first, stream, counted_prompt, route),
             )
         assert last_error is not None
+        if len(attempts) > 1 and last_error.kind in FALLBACK_KINDS:
+            raise ServiceUnavailable(
+                f"Every candidate failed ({len(attempts)} tried); retry shortly.",
+                reason="ALL_PROVIDERS_FAILED",
+            )
         raise domain_error(last_error)
 
     async def _cool_down(self, spec: ModelSpec, error: UpstreamError) -> None:
