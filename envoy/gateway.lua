@@ -8,8 +8,23 @@
 -- metadata (`x-crosscompute-http-status`, `x-crosscompute-error-body`) and this filter, which
 -- sees the response after the transcoder, applies it. gRPC's own headers never reach clients.
 
+-- gRPC metadata keys may hold only 0-9 a-z _ . - ; HTTP allows more (& * % $ ...). A header gRPC
+-- would reject is dropped here, rather than failing the whole call with an internal error.
+local function drop_headers_grpc_refuses(headers)
+  local refused = {}
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and not string.find(name, "^[%l%d_.%-]+$") then
+      table.insert(refused, name)
+    end
+  end
+  for _, name in ipairs(refused) do
+    headers:remove(name)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  drop_headers_grpc_refuses(headers)
   local path = headers:get(":path") or ""
   local content_type = headers:get("content-type") or ""
   if string.find(content_type, "^application/grpc") or string.find(path, "^/[%w_]+%.[%w_.]+/") then

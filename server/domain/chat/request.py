@@ -75,7 +75,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(text, object_pairs_hook=_no_duplicates)
     except InvalidArgument:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also integers over 4300 digits
         raise InvalidArgument(
             "We could not parse the JSON body of your request: it must be a UTF-8 JSON object.",
             param=None,
