@@ -44,9 +44,8 @@ lint: setup proto-check envoy-validate
 	$(BIN)/mypy
 	$(BIN)/buf lint generated/crosscompute.binpb --config buf.yaml
 
-bench:
-	@echo "make bench: the benchmark is built by the load-proof issue; nothing is measured yet." >&2
-	@exit 2
+bench: setup
+	$(PY) -m scripts.bench
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

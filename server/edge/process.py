@@ -126,6 +126,12 @@ class EnvoyProcess:
         assert self._process is not None
         return self._process.wait()
 
+    @property
+    def pid(self) -> int:
+        """Envoy's process id."""
+        assert self._process is not None
+        return self._process.pid
+
     def poll(self) -> int | None:
         """Envoy's exit code, or None while it runs."""
         return None if self._process is None else self._process.poll()
