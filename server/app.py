@@ -47,6 +47,7 @@ from server.domain.admin import Administration
 from server.domain.agents import AgentAccounts
 from server.domain.catalog import Catalog, configured_providers, load_catalog_file
 from server.domain.chat.service import ChatService
+from server.domain.chat.tokens import warm_up
 from server.domain.credits import MICRO_PER_CREDIT
 from server.domain.key_auth import ApiKeyAuthenticator
 from server.domain.key_cache import KeyCache
@@ -144,6 +145,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         key_cache,
     )
     authenticator = ApiKeyAuthenticator(accounts, key_cache)
+    await asyncio.to_thread(warm_up)  # the tokeniser's tables, before the first request needs them
     catalog_file = load_catalog_file(settings.catalog_file)
     catalog = Catalog(
         catalog_file, configured_providers(catalog_file, settings.provider_env, settings.simulator)

