@@ -50,6 +50,15 @@ class ChatRequest:
     fallback_models: list[str] = field(default_factory=list)
 
 
+def text_of(content: Any) -> str:
+    """The text of a message's content: the string, or its text parts joined by spaces."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
 def _one_of(value: Any, options: set[str]) -> bool:
     """Whether `value` is one of the strings `options` (any JSON value may arrive here)."""
     return isinstance(value, str) and value in options

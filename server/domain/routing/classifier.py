@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain.chat.request import text_of
 from server.domain.routing.lexicon import Document, Lexicon
 
 TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
@@ -408,14 +409,6 @@ class Classification:
     reasons: list[str] = field(default_factory=list)
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
 def _ask(text: str) -> str:
     if len(text) <= 2 * ASK_WINDOW:
         return text
@@ -433,7 +426,7 @@ def classify(
 ) -> Classification:
     """Classify a request. Deterministic: the same request always gets the same tier."""
     last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-    text = _text(last.get("content")) if last else ""
+    text = text_of(last.get("content")) if last else ""
     ask = _ask(text)
     reasons: list[str] = []
     document = Document.of(ask)

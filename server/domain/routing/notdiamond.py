@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from server.domain.chat.request import text_of
+
 logger = logging.getLogger(__name__)
 
 SELECT_PATH = "/v2/modelRouter/modelSelect"
@@ -37,7 +39,7 @@ class NotDiamondClient:
         self, messages: list[dict[str, Any]], candidates: list[tuple[str, str]], tradeoff: str | None
     ) -> Selection | None:
         body: dict[str, Any] = {
-            "messages": [{"role": m["role"], "content": _text(m.get("content"))} for m in messages],
+            "messages": [{"role": m["role"], "content": text_of(m.get("content"))} for m in messages],
             "llm_providers": [{"provider": provider, "model": model} for provider, model in candidates],
         }
         if tradeoff:
@@ -59,11 +61,3 @@ class NotDiamondClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
