@@ -165,7 +165,7 @@ class AgentsServicer(pb_grpc.AgentsServiceServicer):
         }
         try:
             principal = await self._authenticator.authenticate(bearer_token(context))
-            await self._agents.view(principal)  # an agent key, or 403
+            self._agents.require_agent(principal)
             result = await self._top_ups.top_up(
                 principal, request.amount_usd, header_name, signature or legacy
             )

@@ -107,12 +107,17 @@ class AgentAccounts:
         current_name, current_url = await self._repository.agent_profile(account.id)
         return Registration(False, account, key, current_name, current_url, None)
 
-    async def view(self, principal: KeyPrincipal) -> AgentView:
-        """The calling agent's account and key (a person's key is refused)."""
+    @staticmethod
+    def require_agent(principal: KeyPrincipal) -> None:
+        """Refuse a person's key where an agent's is needed."""
         if principal.kind is not KeyKind.AGENT:
             raise PermissionDenied(
                 "this endpoint takes an agent key (cc_agent_...)", reason="NOT_AN_AGENT_KEY"
             )
+
+    async def view(self, principal: KeyPrincipal) -> AgentView:
+        """The calling agent's account and key (a person's key is refused)."""
+        self.require_agent(principal)
         key = await self._repository.key(principal.key_id)
         account = await self._repository.find_account(account_id=principal.account_id)
         assert key is not None and account is not None

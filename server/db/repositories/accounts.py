@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import Account, ApiKey, LedgerEntry, Profile, UsageRecord, utcnow
+from server.db.models import Account, ApiKey, LedgerEntry, Profile, UsageRecord, as_utc, utcnow
 from server.db.notifications import KEY_REVOKED_CHANNEL
 from server.db.repositories.ledger import LedgerRepository
 from server.domain.api_keys import NewKey
@@ -78,11 +78,6 @@ class Bootstrap:
     first_key: KeyRow
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every stored time is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _account(row: Account) -> AccountRow:
     return AccountRow(
         id=row.id,
@@ -92,7 +87,7 @@ def _account(row: Account) -> AccountRow:
         granted_micro=row.granted_micro,
         purchased_micro=row.purchased_micro,
         used_micro=row.used_micro,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 
@@ -101,7 +96,7 @@ def _profile(row: Profile) -> ProfileRow:
         user_id=row.user_id,
         email=row.email or "",
         display_name=row.display_name or "",
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 
@@ -114,8 +109,8 @@ def _key(row: ApiKey, balance_micro: int) -> KeyRow:
         quota_micro=row.quota_micro,
         used_micro=row.used_micro,
         active=row.active,
-        created_at=_utc(row.created_at),
-        last_used_at=_utc(row.last_used_at) if row.last_used_at else None,
+        created_at=as_utc(row.created_at),
+        last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
         account_balance_micro=balance_micro,
         secret_digest=row.secret_hash,
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import LedgerEntry, X402Payment, utcnow
+from server.db.models import LedgerEntry, X402Payment, as_utc, utcnow
 from server.db.repositories.ledger import LedgerRepository
 
 
@@ -29,7 +29,6 @@ class PaymentRow:
 
 
 def _row(payment: X402Payment) -> PaymentRow:
-    created = payment.created_at if payment.created_at.tzinfo else payment.created_at.replace(tzinfo=UTC)
     return PaymentRow(
         id=payment.id,
         account_id=payment.account_id,
@@ -39,7 +38,7 @@ def _row(payment: X402Payment) -> PaymentRow:
         tx_hash=payment.tx_hash or "",
         network=payment.network,
         payer=payment.payer,
-        created_at=created,
+        created_at=as_utc(payment.created_at),
     )
 
 

@@ -4,12 +4,12 @@ exactly once per request. Every balance change has its ledger entry in the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import Account, ApiKey, LedgerEntry, UsageRecord, utcnow
+from server.db.models import Account, ApiKey, LedgerEntry, UsageRecord, as_utc, utcnow
 from server.db.repositories.ledger import LedgerRepository
 from server.domain.errors import PaymentRequired, Unauthenticated
 
@@ -47,10 +47,6 @@ class ModelUsageRow:
     request_count: int
     last_request_at: datetime
     updated_at: datetime
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class UsageRepository:
@@ -166,8 +162,8 @@ class UsageRepository:
                 input_tokens=int(row[2] or 0),
                 output_tokens=int(row[3] or 0),
                 request_count=int(row[4]),
-                last_request_at=_utc(row[5]),
-                updated_at=_utc(row[6] or row[5]),
+                last_request_at=as_utc(row[5]),
+                updated_at=as_utc(row[6] or row[5]),
             )
             for row in rows
         ]

@@ -122,7 +122,6 @@ class ChatService:
         self._router = router
         self._cooldowns = cooldowns
         self._max_attempts = catalog.routing.max_attempts
-        self._catalog = catalog
         self._clients = clients
         self._usage = usage
         self._credits_per_usd = credits_per_usd
