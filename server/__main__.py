@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import uvloop
+
 from server.app import start
 from server.jsonlog import configure_logging
 from server.observability import serve_metrics
@@ -27,4 +29,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

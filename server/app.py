@@ -25,6 +25,7 @@ from crosscompute.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api.accounts import AccountsServicer
@@ -35,8 +36,10 @@ from server.api.system import SystemServicer
 from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
 from server.db.notifications import listen_for_revoked_keys
+from server.db.pool import open_pool
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
+from server.db.repositories.billing_postgres import PostgresBilling
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.payments import PaymentRepository
 from server.db.repositories.rate_limits import RateLimitRepository
@@ -66,6 +69,9 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: Connections for the inference hot path on PostgreSQL (each request holds one for one statement).
+POOL_SIZE = 10
+
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
     for module, name in (
@@ -92,6 +98,7 @@ class Runtime:
     facilitator: FacilitatorClient | None
     notdiamond: NotDiamondClient | None
     key_cache: KeyCache[KeyRow]
+    pool: AsyncConnectionPool | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
@@ -107,6 +114,8 @@ class Runtime:
             await self.facilitator.aclose()
         if self.notdiamond is not None:
             await self.notdiamond.aclose()
+        if self.pool is not None:
+            await self.pool.close()
         await self.engine.dispose()
 
 
@@ -151,7 +160,8 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         catalog_file, configured_providers(catalog_file, settings.provider_env, settings.simulator)
     )
     clients = provider_clients(catalog.providers, settings.upstream_timeout_seconds)
-    usage = UsageRepository(sessions)
+    pool = await open_pool(database, POOL_SIZE) if shared_database else None
+    usage = UsageRepository(sessions, PostgresBilling(pool) if pool is not None else None)
     cooldowns = CooldownRepository(sessions)
     notdiamond = (
         NotDiamondClient(
@@ -247,5 +257,6 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         facilitator=facilitator,
         notdiamond=notdiamond,
         key_cache=key_cache,
+        pool=pool,
         background=background,
     )

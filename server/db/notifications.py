@@ -8,17 +8,12 @@ from collections.abc import Callable
 
 import psycopg
 
-from server.db.urls import DatabaseUrls
+from server.db.urls import DatabaseUrls, libpq_url
 
 logger = logging.getLogger(__name__)
 
 KEY_REVOKED_CHANNEL = "crosscompute_key_revoked"
 RECONNECT_SECONDS = 1.0
-
-
-def libpq_url(urls: DatabaseUrls) -> str:
-    """The database as a libpq URL (what psycopg connects to)."""
-    return urls.sync_url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def listen_for_revoked_keys(

@@ -45,3 +45,8 @@ def resolve(database_url: str, default_sqlite_path: Path) -> DatabaseUrls:
         async_url=url.set(drivername=_ASYNC_DRIVERS[backend]),
         sync_url=url.set(drivername=_SYNC_DRIVERS[backend]),
     )
+
+
+def libpq_url(urls: DatabaseUrls) -> str:
+    """The database as a libpq URL (what psycopg connects to directly)."""
+    return urls.sync_url.set(drivername="postgresql").render_as_string(hide_password=False)

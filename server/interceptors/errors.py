@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -103,7 +104,10 @@ def as_domain_error(error: Exception, method: str) -> DomainError:
     if isinstance(error, NotImplementedError):
         name = method.rsplit("/", 1)[-1]
         return NotImplementedYet(f"{name} is not implemented yet")
-    if isinstance(error, OperationalError | InterfaceError | TimeoutError):
+    if isinstance(
+        error,
+        OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError | TimeoutError,
+    ):
         # The database is down or unreachable: nothing was changed, and a retry later may work.
         logger.warning("database unavailable in %s: %s", method, type(error).__name__)
         return ServiceUnavailable("the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE")

@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from server.domain.providers.base import UpstreamError, error_for_status
+from server.domain.providers.transport import AiohttpTransport
+
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 def pooled_client(base_url: str, timeout_seconds: float, headers: dict[str, str]) -> httpx.AsyncClient:
@@ -17,7 +21,7 @@ def pooled_client(base_url: str, timeout_seconds: float, headers: dict[str, str]
         base_url=base_url,
         headers=headers,
         timeout=httpx.Timeout(timeout_seconds, connect=10.0, pool=10.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=AiohttpTransport(max_connections=200, keepalive_seconds=30.0),
     )
 
 
@@ -45,13 +49,13 @@ def transport_error(error: httpx.HTTPError) -> UpstreamError:
 async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST a JSON body; the JSON answer, or an UpstreamError."""
     try:
-        response = await client.post(path, json=body)
+        response = await client.post(path, content=orjson.dumps(body), headers=JSON_HEADERS)
     except httpx.HTTPError as error:
         raise transport_error(error) from None
     if response.status_code >= 400:
         raise error_for_status(response.status_code, provider_message(response.content))
     try:
-        parsed = response.json()
+        parsed = orjson.loads(response.content)
     except ValueError:
         raise UpstreamError("protocol", "the provider answered with something other than JSON") from None
     if not isinstance(parsed, dict):
@@ -65,7 +69,7 @@ async def sse_events(
     """POST and read Server-Sent Events as (event, data) pairs. Errors before the first event are
     UpstreamErrors with the provider's status."""
     try:
-        async with client.stream("POST", path, json=body) as response:
+        async with client.stream("POST", path, content=orjson.dumps(body), headers=JSON_HEADERS) as response:
             if response.status_code >= 400:
                 raise error_for_status(response.status_code, provider_message(await response.aread()))
             event = ""
