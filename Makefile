@@ -45,6 +45,7 @@ lint: setup proto-check envoy-validate
 	$(BIN)/buf lint generated/crosscompute.binpb --config buf.yaml
 
 bench: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m scripts.bench
 
 clean:

@@ -1,179 +1,74 @@
-"""`make bench`: what the gateway costs per request, measured on this machine in one run.
+"""`make bench`: what the gateway costs per request beside LiteLLM, measured on this machine in one run.
 
-It starts a fast local stand-in provider, the gateway (one server replica and Envoy, on PostgreSQL,
-with a real key, billing and routing), and drives both with the same closed-loop load at several
-concurrency levels, plain and streamed: requests/s, p50/p99 latency and time to first byte, and the
-gateway's CPU time per request and memory (all its processes, Envoy included). It writes
-docs/benchmarks.md. LiteLLM's side of the comparison is not built yet (see the routing/load issue).
+It starts a fast stand-in provider (`scripts.benchkit.provider`, its own process) and measures, for
+plain and streamed chat completions at concurrency 1, 16 and 64:
+(a) the provider called directly;
+(b) this gateway: N server replicas (default 2, one per core) behind one Envoy, on PostgreSQL, with a
+    real agent key, billing (hold and settle in the database) and routing (`model: "auto"`);
+(f) the architecture's floor: the gateway's own Envoy in front of a grpc.aio server that answers at
+    once (`scripts.benchkit.floor_server`: no key, database, routing or provider call), which is
+    what any gateway built this way pays before doing any work;
+(c) LiteLLM's proxy (`litellm[proxy]` in `.bench/litellm-venv`, created on first use) with its master
+    key and no database (its database mode cannot start offline), with its best worker count here (2).
+Every point runs the load generator (`scripts.benchkit.loadgen`) in its own process, so its CPU is
+charged to no target; CPU per request is utime + stime of all the target's processes (Envoy
+included) over the point, memory the RSS of all of them after the run. It writes docs/benchmarks.md
+(method, table, ratios against the issue's targets, the commit) and docs/benchmarks.png.
 
-    DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test make bench
+    make bench          # CROSSCOMPUTE_BENCH_SECONDS, _REPLICAS, _LITELLM_WORKERS tune it
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
+import functools
+import json
 import os
-import statistics
 import subprocess
-import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
 from psycopg import sql
 
+from scripts.benchkit.floor_server import running_floor
+from scripts.benchkit.litellm_proxy import MODEL, running_litellm
+from scripts.benchkit.matrix import CONCURRENCY, Point, measure
+from scripts.benchkit.provider import running_provider
 from scripts.replicas import running
-from tests.support.fake_provider import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("CROSSCOMPUTE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SECONDS_PER_POINT = float(os.environ.get("CROSSCOMPUTE_BENCH_SECONDS", "5"))
-CONCURRENCY = (1, 16, 64)
+SECONDS = float(os.environ.get("CROSSCOMPUTE_BENCH_SECONDS", "5"))
+WARMUP = float(os.environ.get("CROSSCOMPUTE_BENCH_WARMUP", "2"))
+REPLICAS = int(os.environ.get("CROSSCOMPUTE_BENCH_REPLICAS", "2"))
+LITELLM_WORKERS = int(os.environ.get("CROSSCOMPUTE_BENCH_LITELLM_WORKERS", "2"))
 ADMIN_TOKEN = f"bench-{uuid.uuid4().hex}"
-BODY = {"model": "openai/gpt-5-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
-@dataclass
-class Point:
-    """One measured point."""
-
-    target: str
-    mode: str
-    concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    ttfb_p50_ms: float
-    cpu_us_per_request: float | None = None
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
+def bodies(model: str) -> dict[str, bytes]:
+    """The same plain and streamed requests for every target (only the model name differs)."""
+    plain = {"model": model, "messages": MESSAGES, "max_tokens": 5}
+    stream = {**plain, "stream": True, "stream_options": {"include_usage": True}}
+    return {"plain": json.dumps(plain).encode(), "stream": json.dumps(stream).encode()}
 
 
-def process_cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
-async def load(
-    url: str, headers: dict[str, str], stream: bool, concurrency: int
-) -> tuple[list[float], list[float], int]:
-    latencies: list[float] = []
-    ttfbs: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + SECONDS_PER_POINT
-    body = {**BODY, "stream": stream}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    async with client.stream("POST", url, json=body, headers=headers) as response:
-                        first = None
-                        async for _chunk in response.aiter_raw():
-                            first = first or time.perf_counter()
-                        if response.status_code != 200:
-                            errors += 1
-                            continue
-                except httpx.HTTPError:
-                    errors += 1
-                    continue
-                ended = time.perf_counter()
-                latencies.append((ended - started) * 1000)
-                ttfbs.append(((first or ended) - started) * 1000)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, ttfbs, errors
-
-
-def measure(target: str, url: str, headers: dict[str, str], pids: list[int]) -> list[Point]:
-    points = []
-    for stream in (False, True):
-        for concurrency in CONCURRENCY:
-            cpu_before = process_cpu_seconds(pids) if pids else 0.0
-            started = time.perf_counter()
-            latencies, ttfbs, errors = asyncio.run(load(url, headers, stream, concurrency))
-            seconds = time.perf_counter() - started
-            latencies.sort()
-            cpu = (process_cpu_seconds(pids) - cpu_before) / max(len(latencies), 1) * 1e6 if pids else None
-            points.append(
-                Point(
-                    target=target,
-                    mode="stream" if stream else "plain",
-                    concurrency=concurrency,
-                    requests=len(latencies),
-                    errors=errors,
-                    seconds=seconds,
-                    p50_ms=statistics.median(latencies) if latencies else float("nan"),
-                    p99_ms=latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan"),
-                    ttfb_p50_ms=statistics.median(ttfbs) if ttfbs else float("nan"),
-                    cpu_us_per_request=cpu,
-                )
-            )
-            print(
-                f"{target:8} {points[-1].mode:6} c={concurrency:<3} {points[-1].rps:8.1f} req/s "
-                f"p50 {points[-1].p50_ms:7.2f} ms p99 {points[-1].p99_ms:7.2f} ms errors {errors}",
-                flush=True,
-            )
-    return points
-
-
-def main() -> None:
-    database = f"cc_bench_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for the gateway, dropped afterwards; yields its URL."""
+    name = f"cc_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        with FakeProvider().running() as fake:
-            direct = measure("provider", f"{fake.url}/v1/chat/completions", {}, [])
-            environ = {
-                **{
-                    k: v for k, v in os.environ.items() if not k.startswith(("CROSSCOMPUTE_", "DATABASE_URL"))
-                },
-                "DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-                + f"/{database}",
-                "OPENAI_API_KEY": "sk-bench",
-                "OPENAI_BASE_URL": f"{fake.url}/v1",
-                "CROSSCOMPUTE_LOG_LEVEL": "WARNING",
-                "CROSSCOMPUTE_ADMIN_TOKEN": ADMIN_TOKEN,
-            }
-            with running(1, environ) as replicas, httpx.Client(timeout=30) as http:
-                assert replicas.edge is not None and replicas.envoy is not None
-                base = f"http://127.0.0.1:{replicas.edge.http}"
-                registered = http.post(
-                    f"{base}/api/agents/register", json={"agentId": f"bench-{uuid.uuid4().hex[:6]}"}
-                ).json()
-                key = registered["apiKey"]
-                # Agents start with no credits: give this one plenty through the admin RPC.
-                grant(replicas.ports[0], registered["account"]["id"])
-                pids = [process.pid for process in replicas.processes] + [replicas.envoy.pid]
-                gateway = measure(
-                    "gateway", f"{base}/v1/chat/completions", {"authorization": f"Bearer {key}"}, pids
-                )
-                rss = process_rss_mib(pids)
+        base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        yield f"{base}/{name}"
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-    write_report(direct, gateway, rss)
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def grant(grpc_port: int, account_id: str) -> None:
@@ -191,32 +86,224 @@ def grant(grpc_port: int, account_id: str) -> None:
         )
 
 
-def write_report(direct: list[Point], gateway: list[Point], rss_mib: float) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Measured by `make bench` at commit `{commit}` on this project's 2-core machine, in one run:",
-        "a closed loop of N concurrent clients for "
-        f"{SECONDS_PER_POINT:.0f} s per point, against (a) the local stand-in provider directly and (b) the",
-        "gateway (one server replica and Envoy on PostgreSQL, a real agent key, billing and routing)",
-        "in front of it.",
-        "LiteLLM's column is not measured yet.",
-        "",
-        "| target | mode | concurrency | req/s | p50 ms | p99 ms | TTFB p50 ms | errors | CPU µs/request |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for point in [*direct, *gateway]:
-        cpu = f"{point.cpu_us_per_request:.0f}" if point.cpu_us_per_request is not None else "—"
-        lines.append(
-            f"| {point.target} | {point.mode} | {point.concurrency} | {point.rps:.1f} | {point.p50_ms:.2f} | "
-            f"{point.p99_ms:.2f} | {point.ttfb_p50_ms:.2f} | {point.errors} | {cpu} |"
+def measure_gateway(provider_url: str) -> list[Point]:
+    with bench_database() as database_url:
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CROSSCOMPUTE_", "DATABASE_URL"))},
+            "DATABASE_URL": database_url,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": f"{provider_url}/v1",
+            "CROSSCOMPUTE_LOG_LEVEL": "WARNING",
+            "CROSSCOMPUTE_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        with running(REPLICAS, environ) as replicas, httpx.Client(timeout=30) as http:
+            assert replicas.edge is not None and replicas.envoy is not None
+            base = f"http://127.0.0.1:{replicas.edge.http}"
+            registered = http.post(
+                f"{base}/api/agents/register", json={"agentId": f"bench-{uuid.uuid4().hex[:6]}"}
+            ).json()
+            grant(replicas.ports[0], registered["account"]["id"])
+            pids = [process.pid for process in replicas.processes] + [replicas.envoy.pid]
+            return measure(
+                f"gateway ({REPLICAS} replicas)",
+                f"{base}/v1/chat/completions",
+                {"authorization": f"Bearer {registered['apiKey']}"},
+                functools.partial(list, pids),
+                SECONDS,
+                WARMUP,
+                bodies=bodies("auto"),
+            )
+
+
+def main() -> None:
+    with running_provider() as (provider_url, provider):
+        direct = measure(
+            "provider",
+            f"{provider_url}/v1/chat/completions",
+            {},
+            lambda: [provider.pid],
+            SECONDS,
+            WARMUP,
+            bodies=bodies(MODEL),
         )
-    lines += ["", f"Gateway memory (server and Envoy, RSS after the run): {rss_mib:.0f} MiB.", ""]
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        with running_floor() as (floor_url, floor_pids):
+            floor = measure(
+                "floor (Envoy + empty gRPC server)",
+                f"{floor_url}/v1/chat/completions",
+                {},
+                functools.partial(list, floor_pids),
+                SECONDS,
+                WARMUP,
+                bodies=bodies(MODEL),
+            )
+        gateway = measure_gateway(provider_url)
+        with running_litellm(provider_url, LITELLM_WORKERS) as litellm:
+            pids = litellm.pids
+            litellm_points = measure(
+                f"LiteLLM ({LITELLM_WORKERS} workers)",
+                f"{litellm.url}/v1/chat/completions",
+                litellm.headers,
+                functools.partial(list, pids),
+                SECONDS,
+                WARMUP,
+                bodies=bodies(litellm.model),
+            )
+    report = Report(direct, floor, gateway, litellm_points)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "benchmarks.md").write_text(report.markdown())
+    report.plot(ROOT / "docs" / "benchmarks.png")
+    print(report.markdown())
+
+
+@dataclasses.dataclass
+class Report:
+    """The three targets' points, and what they say against the issue's targets."""
+
+    direct: list[Point]
+    floor: list[Point]
+    gateway: list[Point]
+    litellm: list[Point]
+
+    @staticmethod
+    def at(points: list[Point], mode: str, concurrency: int) -> Point:
+        return next(p for p in points if p.mode == mode and p.concurrency == concurrency)
+
+    def added(self, points: list[Point], mode: str, concurrency: int, field: str) -> float:
+        """Latency a proxy adds over the provider at one point (ms)."""
+        base = getattr(self.at(self.direct, mode, concurrency).summary, field)
+        return float(getattr(self.at(points, mode, concurrency).summary, field)) - float(base)
+
+    def measures(self, points: list[Point], mode: str) -> dict[str, float]:
+        """One target's numbers for the targets' comparisons."""
+        return {
+            "p50": self.added(points, mode, 1, "p50_ms"),
+            "p99": self.added(points, mode, 1, "p99_ms"),
+            "rps": self.at(points, mode, 64).summary.rps,
+            "cpu": mean([p.cpu_us_per_request for p in points if p.mode == mode]),
+            "rss": points[0].rss_mib,
+        }
+
+    def checks(self, mode: str) -> list[str]:
+        """Markdown rows: what, floor, gateway, LiteLLM, ratio, whether the issue's target is met."""
+        floor, ours, theirs = (self.measures(p, mode) for p in (self.floor, self.gateway, self.litellm))
+        targets = (
+            ("p50", "added latency p50 at c=1, ms (target: under 1/15 of LiteLLM's)", 15, "{:.2f}"),
+            ("p99", "added latency p99 at c=1, ms (target: under 1/10)", 10, "{:.2f}"),
+            ("cpu", "CPU per request, mean over c, µs (target: at most 1/20)", 20, "{:,.0f}"),
+            ("rss", "memory, RSS of all processes, MiB (target: at most 1/2)", 2, "{:,.0f}"),
+        )
+        rows = []
+        for key, what, factor, shape in targets:
+            ratio = f"1/{theirs[key] / ours[key]:.1f}" if ours[key] > 0 else "—"
+            met = ours[key] * factor <= theirs[key]
+            rows.append(
+                f"| {what} | {shape.format(floor[key])} | {shape.format(ours[key])} "
+                f"| {shape.format(theirs[key])} | {ratio} | {'yes' if met else 'no'} |"
+            )
+        times = ours["rps"] / theirs["rps"]
+        rows.insert(
+            2,
+            f"| requests/s at c=64 (target: at least 10 times LiteLLM's) | {floor['rps']:,.0f} "
+            f"| {ours['rps']:,.0f} | {theirs['rps']:,.0f} | {times:.1f} times "
+            f"| {'yes' if times >= 10 else 'no'} |",
+        )
+        return rows
+
+    def markdown(self) -> str:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        lines = [
+            "# Benchmarks",
+            "",
+            f"Measured by `make bench` at commit `{commit}`{' (with uncommitted changes)' if dirty else ''} "
+            "on this project's 2-core machine, all in one run, so the ratios are fair on a noisy machine.",
+            "",
+            "Method: a closed loop of N clients on keep-alive connections "
+            f"({SECONDS:.0f} s per point after a {WARMUP:.0f} s warm-up), driven by "
+            "`scripts/benchkit/loadgen.py` in its own process; every target sits in front of the same "
+            "stand-in provider (`scripts/benchkit/provider.py`, its own process, ~20 µs of CPU per answer). "
+            "The same body for all: "
+            "one short user message, `max_tokens: 5`; streamed requests ask for "
+            "`stream_options.include_usage`. TTFB is the time to the first byte of the body.",
+            "",
+            "- **provider**: the stand-in called directly.",
+            "- **floor**: the gateway's own Envoy configuration in front of a grpc.aio server that answers "
+            "at once with a canned completion (`scripts/benchkit/floor_server.py`): what the fixed "
+            "architecture costs before any work (no key, database, routing or provider call).",
+            f"- **gateway**: {REPLICAS} server replicas behind one Envoy on PostgreSQL: a real agent key, "
+            'a hold and a settlement in the database per request, routing with `model: "auto"`. CPU '
+            "and memory count every replica and Envoy.",
+            f"- **LiteLLM**: `litellm[proxy]` {litellm_version()} with {LITELLM_WORKERS} workers "
+            "(its best here), its master key, no database (its database mode cannot start offline: "
+            "Prisma downloads its engines). CPU and memory count all its processes.",
+            "",
+            "| target | mode | concurrency | req/s | p50 ms | p99 ms | TTFB p50 ms | errors "
+            "| CPU µs/request | RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for point in [*self.direct, *self.floor, *self.gateway, *self.litellm]:
+            s = point.summary
+            lines.append(
+                f"| {point.target} | {point.mode} | {point.concurrency} | {s.rps:,.0f} | {s.p50_ms:.2f} "
+                f"| {s.p99_ms:.2f} | {s.ttfb_p50_ms:.2f} | {s.errors} | {point.cpu_us_per_request:,.0f} "
+                f"| {point.rss_mib:,.0f} |"
+            )
+        for mode in ("plain", "stream"):
+            lines += [
+                "",
+                f"## Against the targets ({mode})",
+                "",
+                "| measure | floor | gateway | LiteLLM | gateway / LiteLLM | target met |",
+                "|---|---|---|---|---|---|",
+                *self.checks(mode),
+            ]
+        lines += ["", "![Latency and throughput](benchmarks.png)", ""]
+        return "\n".join(lines)
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+        for column, mode in enumerate(("plain", "stream")):
+            for points, label in (
+                (self.direct, "provider"),
+                (self.gateway, "gateway"),
+                (self.litellm, "LiteLLM"),
+            ):
+                selected = [p for p in points if p.mode == mode]
+                levels = [p.concurrency for p in selected]
+                axes[0][column].plot(levels, [p.summary.p50_ms for p in selected], marker="o", label=label)
+                axes[1][column].plot(levels, [p.summary.rps for p in selected], marker="o", label=label)
+            axes[0][column].set_title(f"{mode}: p50 latency (ms, log)")
+            axes[1][column].set_title(f"{mode}: requests/s (log)")
+            for row in (0, 1):
+                axes[row][column].set_xscale("log", base=2)
+                axes[row][column].set_yscale("log")
+                axes[row][column].set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+                axes[row][column].set_xlabel("concurrent clients")
+                axes[row][column].grid(True, which="both", alpha=0.3)
+                axes[row][column].legend()
+        figure.suptitle("CrossCompute gateway vs LiteLLM proxy, same stand-in provider, 2 cores")
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def litellm_version() -> str:
+    from scripts.benchkit.litellm_proxy import LITELLM_VERSION
+
+    return LITELLM_VERSION
 
 
 if __name__ == "__main__":

@@ -23,14 +23,15 @@ def plan_hold(
     credits_per_usd: Decimal,
     prompt_tokens: int,
     requested_output: int | None,
-    spendable_micro: int,
+    spendable_micro: int | None,
     default_output: int,
 ) -> Hold:
     """The worst case of this call: the prompt estimate plus the most output it may produce.
 
     A request that names `max_tokens` holds for exactly that. One that does not is capped at
-    `default_output` tokens, or less when the caller cannot afford that many, and the cap is sent
-    upstream: the bill can never exceed the hold, and nobody is refused for a limit they did not ask for.
+    `default_output` tokens, or less when the caller cannot afford that many (`spendable_micro`;
+    None when not known yet), and the cap is sent upstream: the bill can never exceed the hold, and
+    nobody is refused for a limit they did not ask for.
     """
     room = spec.context_window - prompt_tokens
     if room < 1:
@@ -49,7 +50,7 @@ def plan_hold(
     else:
         affordable = (
             int(((spendable_micro - prompt_micro) / per_output).to_integral_value(rounding=ROUND_FLOOR))
-            if per_output > 0
+            if per_output > 0 and spendable_micro is not None
             else spec.max_output
         )
         max_output = min(spec.max_output, room, affordable, default_output)

@@ -131,10 +131,29 @@ class ChatService:
         counted_prompt = count_prompt(request.messages, request.options)
         prompt_tokens = hold_for_prompt(counted_prompt)
         route = await self._router.route(request, prompt_tokens)
-        spendable = 0
-        if request.max_output_tokens is None:
+        call_id = str(uuid.uuid4())
+        # Hold first as if credits were plenty (one database round trip); only when that is refused
+        # and the caller set no `max_tokens` is the output cap fitted to what the key can spend.
+        attempts = self._plan(route, request, prompt_tokens, spendable=None)
+        try:
+            await self._reserve(call_id, principal, request, route, attempts)
+        except PaymentRequired:
+            if request.max_output_tokens is not None:
+                raise
             spendable = (await self._usage.spendable(principal.key_id)).micro
-        # One hold covers whichever attempt answers: the largest of the attempts' worst cases.
+            attempts = self._plan(route, request, prompt_tokens, spendable=spendable)
+            await self._reserve(call_id, principal, request, route, attempts)
+        try:
+            return await self._attempt(call_id, request, route, attempts, counted_prompt)
+        except BaseException:
+            await asyncio.shield(self._usage.release(call_id, "failed"))
+            raise
+
+    def _plan(
+        self, route: Route, request: ChatRequest, prompt_tokens: int, spendable: int | None
+    ) -> list[tuple[ModelSpec, Hold]]:
+        """Each candidate with its worst case. One hold covers whichever attempt answers: the
+        largest of the attempts' worst cases."""
         attempts: list[tuple[ModelSpec, Hold]] = []
         refusal: DomainError | None = None
         for spec in route.candidates[: self._max_attempts]:
@@ -154,7 +173,16 @@ class ChatService:
         if not attempts:
             assert refusal is not None
             raise refusal
-        call_id = str(uuid.uuid4())
+        return attempts
+
+    async def _reserve(
+        self,
+        call_id: str,
+        principal: KeyPrincipal,
+        request: ChatRequest,
+        route: Route,
+        attempts: list[tuple[ModelSpec, Hold]],
+    ) -> None:
         await self._usage.reserve(
             call_id=call_id,
             account_id=principal.account_id,
@@ -164,11 +192,6 @@ class ChatService:
             stream=request.stream,
             routing_profile=route.profile,
         )
-        try:
-            return await self._attempt(call_id, request, route, attempts, counted_prompt)
-        except BaseException:
-            await asyncio.shield(self._usage.release(call_id, "failed"))
-            raise
 
     async def _attempt(
         self,

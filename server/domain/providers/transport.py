@@ -37,6 +37,18 @@ def as_httpx_error(error: BaseException) -> httpx.TransportError | None:
     return None
 
 
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """What arrived before a body broke off. aiohttp's `readany` raises the body's error before it
+    hands over what it had already buffered, and a cut stream must still relay (and bill) every
+    byte that arrived, so this takes that buffer (a private attribute; empty if it ever goes)."""
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return b""
+    data = b"".join(buffer)
+    buffer.clear()
+    return data
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     """An aiohttp response body, read as it arrives (each read bounded by the read timeout)."""
 
@@ -51,6 +63,9 @@ class _ResponseStream(httpx.AsyncByteStream):
             mapped = as_httpx_error(error)
             if mapped is None:
                 raise
+            leftover = _buffered(self._response.content)
+            if leftover:
+                yield leftover
             raise mapped from None
 
     async def aclose(self) -> None:
