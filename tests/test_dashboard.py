@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from server.edge.config import static_files
 from tests.conftest import gateway_settings, make_settings
 from tests.support.browser import browser_session, chromium, inject_supabase_session
-from tests.support.fake_provider import FakeProvider
+from tests.support.fake_provider import FakeProvider, provider_settings
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.supabase import SupabaseStandIn
 
@@ -46,12 +46,7 @@ def site(
         f"sqlite:///{database}",
         supabase,
         SUPABASE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-        OPENAI_API_KEY="sk-fake",
-        OPENAI_BASE_URL=f"{fake.url}/v1",
-        ANTHROPIC_API_KEY="sk-ant-fake",
-        ANTHROPIC_BASE_URL=fake.url,
-        DEEPSEEK_API_KEY="sk-fake-deepseek",
-        DEEPSEEK_BASE_URL=f"{fake.url}/v1",
+        **provider_settings(fake),
     )
     with running_gateway(settings) as running:
         yield running
