@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from server.edge.config import static_files
 from tests.conftest import gateway_settings, make_settings
@@ -52,17 +52,16 @@ def site(
         yield running
 
 
-def cells(page: Page, prefix: str) -> list[str]:
-    return [
-        text.strip()
-        for text in page.locator(f'#keys-table tbody tr[data-prefix="{prefix}"] > *').all_inner_texts()
-    ]
+def cells(page: Page, prefix: str) -> Locator:
+    """The cells of a key's row (label, prefix, quota, used, remaining, last used, active, action)."""
+    return page.locator(f'#keys-table tbody tr[data-prefix="{prefix}"] > *')
 
 
 def send_in_playground(page: Page, profile: str, message: str) -> None:
     page.get_by_label("Routing profile").select_option(profile)
     page.get_by_label("Message").fill(message)
     page.get_by_role("button", name="Send").click()
+    expect(page.locator("#status")).not_to_have_text("Sending…")  # answered or refused, and redrawn
 
 
 def unlabelled_controls(page: Page) -> list[str]:
@@ -128,7 +127,9 @@ def test_a_person_signs_in_creates_a_key_uses_it_and_deactivates_it(
         # Listed with prefix, quota, used, last used and active; the secret itself is nowhere.
         prefix = secret[:16]
         expect(page.locator(f'#keys-table tbody tr[data-prefix="{prefix}"]')).to_be_visible()
-        assert cells(page, prefix)[:7] == ["Playground key", prefix, "5", "0", "5", "never", "yes"]
+        expect(cells(page, prefix)).to_have_text(
+            ["Playground key", prefix, "5", "0", "5", "never", "yes", "Deactivate"]
+        )
         expect(page.locator("#keys-table tbody tr")).to_have_count(2)
         assert secret not in page.locator("#keys-table").inner_text()
         session.screenshot("key-listed")
@@ -149,8 +150,8 @@ def test_a_person_signs_in_creates_a_key_uses_it_and_deactivates_it(
         model = page.locator("#route-model").inner_text()
         expect(page.locator(f'#chart-models rect[data-series="{model}"]')).to_have_count(1)
         expect(page.locator("#usage-summary")).to_contain_text("1 requests")
-        row = cells(page, prefix)
-        assert float(row[3]) == pytest.approx(billed) and row[5] != "never"
+        expect(cells(page, prefix).nth(5)).not_to_have_text("never")
+        assert float(cells(page, prefix).nth(3).inner_text()) == pytest.approx(billed)
         page.get_by_label("Show").select_option("requestCount")
         expect(page.locator("#chart-models figcaption")).to_have_text("Requests per day, by model")
         session.screenshot("usage-charts")
@@ -166,11 +167,11 @@ def test_a_person_signs_in_creates_a_key_uses_it_and_deactivates_it(
         page.keyboard.press("Escape")
         expect(dialog).to_be_hidden()
         expect(deactivate).to_be_focused()
-        assert cells(page, prefix)[6] == "yes"
+        expect(cells(page, prefix).nth(6)).to_have_text("yes")
         deactivate.click()
         dialog.get_by_role("button", name="Deactivate").click()
         expect(page.locator("#status")).to_have_text(f"Playground key ({prefix}) is deactivated.")
-        assert cells(page, prefix)[6] == "no"
+        expect(cells(page, prefix).nth(6)).to_have_text("no")
         expect(deactivate).to_have_count(0)
         session.screenshot("deactivated")
 
@@ -186,6 +187,10 @@ def test_a_person_signs_in_creates_a_key_uses_it_and_deactivates_it(
         expect(page.get_by_role("heading", name="API keys")).to_be_visible()
         assert wider_than_the_screen(page) == []
         session.screenshot("narrow")
+
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        expect(page.locator("#signed-in")).to_be_hidden()
 
         assert session.outside_requests() == []
         supabase_calls = [url for url in session.requested if url.startswith(supabase.url)]
@@ -227,6 +232,20 @@ def test_the_readme_screenshot(browser: Browser, site: Gateway, supabase: Supaba
         assert session.outside_requests() == []
 
 
+def test_a_session_about_to_expire_is_refreshed_by_supabase_js(
+    browser: Browser, site: Gateway, supabase: SupabaseStandIn
+) -> None:
+    """supabase-js renews a token that expires within its margin; the page goes on with the new one."""
+    stored = supabase.session(str(uuid.uuid4()), "kim@example.com", lifetime_seconds=30)
+    with browser_session(browser) as session:
+        inject_supabase_session(session.context, supabase.url, stored)
+        session.page.goto(site.base_url + "/")
+        expect(session.page.locator("#new-secret-label")).to_have_text("Default")
+        refreshes = [url for url in session.requested if "grant_type=refresh_token" in url]
+        assert refreshes and all(url.startswith(supabase.url) for url in refreshes)
+        assert session.outside_requests() == []
+
+
 def test_without_supabase_the_page_says_so_and_the_playground_still_works(
     browser: Browser, tmp_path: Path
 ) -> None:
@@ -261,6 +280,10 @@ def test_signed_out_the_page_offers_the_projects_sign_in_methods(
         expect(page.get_by_role("button", name="Continue with Github")).to_be_visible()
         expect(page.get_by_role("button", name="Continue with Google")).to_have_count(0)
         expect(page.locator("#signed-in")).to_be_hidden()
+        page.get_by_label("Email address").fill("lin@example.com")
+        page.get_by_role("button", name="Email me a sign-in link").click()
+        expect(page.locator("#status")).to_have_text("A sign-in link is on its way to lin@example.com.")
+        assert supabase.magic_links[-1] == "lin@example.com"
         session.screenshot("signed-out")
         assert session.outside_requests() == []
     policy = httpx.get(site.base_url + "/").headers["content-security-policy"]

@@ -240,8 +240,8 @@ function confirmDeactivate(key, opener) {
       }
       try {
         await api(`/api/keys/${encodeURIComponent(key.id)}/deactivate`, { method: "POST", body: "{}" });
-        setStatus(`${key.label} (${key.prefix}) is deactivated.`);
         await loadKeys();
+        setStatus(`${key.label} (${key.prefix}) is deactivated.`);
         $("keys-title").focus();
       } catch (error) {
         showError(error.message);
@@ -344,8 +344,8 @@ $("playground-form").addEventListener("submit", async (event) => {
     $("route-provider").textContent = header("provider");
     $("route-credits").textContent = header("billed-credits");
     show("playground-result");
-    setStatus("Answered.");
     if (state.session) await Promise.all([loadKeys(), loadUsage()]);
+    setStatus("Answered.");
   } catch (error) {
     $("playground-error").textContent = `The request failed: ${error.message}`;
     show("playground-error");

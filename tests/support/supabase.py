@@ -2,8 +2,9 @@
 Supabase mints them (ES256 with a `kid`, or HS256 with the legacy JWT secret).
 
 For the dashboard's browser tests it also answers what supabase-js asks a project, with CORS as
-Supabase does: the public settings (`/auth/v1/settings`: which sign-in providers are on), a refresh
-of a session it minted (`/auth/v1/token?grant_type=refresh_token`) and sign-out (`/auth/v1/logout`).
+Supabase does: the public settings (`/auth/v1/settings`: which sign-in providers are on), a magic
+link request (`/auth/v1/otp`, recorded, nothing sent), a refresh of a session it minted
+(`/auth/v1/token?grant_type=refresh_token`) and sign-out (`/auth/v1/logout`).
 Every path a browser asked for is recorded in `requests`."""
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class SupabaseStandIn:
         self.failing = False
         #: The project's public settings: which external sign-in providers are switched on.
         self.external_providers: dict[str, bool] = {"email": True, "github": True, "google": False}
+        #: Addresses a magic link was asked for.
+        self.magic_links: list[str] = []
         #: "METHOD path" of every request, in order.
         self.requests: list[str] = []
         #: refresh token → the claims of the session it renews.
@@ -122,6 +125,9 @@ class SupabaseStandIn:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path.startswith("/auth/v1/logout"):
                     self.send_json(204, None)
+                elif self.path.startswith("/auth/v1/otp"):  # a magic link "sent"
+                    stand_in.magic_links.append(str(body.get("email")))
+                    self.send_json(200, {})
                 elif self.path == "/auth/v1/token?grant_type=refresh_token":
                     claims = stand_in._refresh_tokens.pop(str(body.get("refresh_token")), None)
                     if claims is None:
