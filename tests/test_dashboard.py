@@ -309,3 +309,39 @@ def test_envoy_serves_the_files_itself(gateway: Gateway, http: httpx.Client) -> 
     assert http.head("/").status_code == 200 and http.head("/").content == b""
     assert gateway.recorder.take() == [], "static files never reach the gRPC server"
     assert http.post("/").status_code == 404
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two `#rrggbb` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[index : index + 2], 16) / 255 for index in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_colours_meet_wcag_aa() -> None:
+    web = static_files()[0].file.parent
+    colours = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6});", (web / "style.css").read_text()))
+    text_pairs = [
+        ("text", "background"),
+        ("text", "card"),
+        ("muted", "background"),
+        ("muted", "card"),
+        ("primary-text", "primary"),
+        ("primary", "card"),
+        ("text", "warning-bg"),
+    ]
+    for foreground, background in text_pairs:
+        ratio = contrast(colours[foreground], colours[background])
+        assert ratio >= 4.5, f"{foreground} on {background}: {ratio:.2f}"
+    assert contrast("#ffffff", colours["danger"]) >= 4.5
+    for background in ("background", "card", "warning-bg"):  # focus rings (offset onto the page): 3:1
+        assert contrast(colours["focus"], colours[background]) >= 3, background
+    palette = re.search(r"PALETTE = \[([^\]]+)\]", (web / "charts.js").read_text())
+    assert palette is not None
+    for colour in re.findall(r"#[0-9a-f]{6}", palette.group(1)):
+        assert contrast(colour, colours["card"]) >= 3, colour
