@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check run serve facilitator test lint envoy-validate eval-router bench clean
+.PHONY: setup chromium proto proto-check run serve facilitator test lint envoy-validate eval-router bench clean
 
 setup: $(VENV)/.installed
 
@@ -13,6 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a browser).
+# Installs it when missing (as root, as CI runs); does nothing when it is there.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null
 
 proto: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m scripts.generate_protos

@@ -63,6 +63,7 @@ from server.domain.routing.notdiamond import NotDiamondClient
 from server.domain.routing.router import Router
 from server.domain.skill import render_skill
 from server.domain.supabase_tokens import SupabaseTokenVerifier
+from server.domain.usage_report import UsageReports
 from server.interceptors import default_interceptors
 from server.interceptors.wrapping import ServerInterceptor
 from server.settings import Settings
@@ -194,7 +195,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         SystemServicer(settings, DatabaseProbe(sessions), database.backend, catalog), server
     )
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
-        AccountsServicer(verifier, people), server
+        AccountsServicer(verifier, people, UsageReports(accounts, usage)), server
     )
     agents = AgentAccounts(
         accounts,

@@ -37,6 +37,7 @@ async def run(settings: Settings) -> int:
     print(
         f"CrossCompute API is up (database: {runtime.database.backend})\n"
         f"  REST/OpenAI  http://{settings.http_host}:{ports.http}   (try: curl http://{settings.http_host}:{ports.http}/health)\n"
+        f"  Dashboard    http://{settings.http_host}:{ports.http}/\n"
         f"  gRPC         {settings.grpc_host}:{runtime.port}\n"
         f"  Envoy admin  http://127.0.0.1:{ports.admin}\n"
         f"  Metrics      {metrics}\n"

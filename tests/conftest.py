@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.settings import Settings
+from server.db.engine import create_engine, session_factory
+from server.db.migrate import upgrade
+from server.db.urls import DatabaseUrls, resolve
+from server.settings import DEFAULT_SQLITE_PATH, Settings
 from tests.support.databases import postgres_database
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.supabase import JWT_SECRET, SupabaseStandIn
@@ -35,6 +39,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         return
     with postgres_database("session") as (_name, url):
         yield url
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> DatabaseUrls:
+    """The session's database, migrated."""
+    urls = resolve(database_url, DEFAULT_SQLITE_PATH)
+    upgrade(urls)
+    return urls
+
+
+@pytest.fixture
+async def sessions(migrated: DatabaseUrls) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the migrated database, for repository tests."""
+    engine = create_engine(migrated)
+    yield session_factory(engine)
+    await engine.dispose()
 
 
 ADMIN_TOKEN = "admin-token-for-tests-5b2f0c"

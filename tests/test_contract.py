@@ -33,8 +33,13 @@ FILES: list[FileDescriptor] = [
     )
 ]
 VERBS = ("get", "post", "put", "patch", "delete")
-#: Operations beyond the contract, from crosscompute.io's published parameter registry (README, "Agents").
-EXTRA_OPERATIONS = {("get", "/api/agents/usage-models"), ("get", "/api/agents/skill-md")}
+#: Operations beyond the contract: two from crosscompute.io's published parameter registry (README,
+#: "Agents") and the dashboard's usage report (README, "The dashboard").
+EXTRA_OPERATIONS = {
+    ("get", "/api/agents/usage-models"),
+    ("get", "/api/agents/skill-md"),
+    ("get", "/api/usage"),
+}
 PATH_VALUES = {"id": str(uuid.UUID(int=7)), "model_id": "openai/gpt-5-mini"}
 
 
@@ -115,7 +120,10 @@ def stray_requests(contract_path: Path) -> list[tuple[str, str]]:
         if verb not in verbs
     ]
     strays += [
-        ("get", "/"),
+        ("post", "/"),  # `GET /` is the dashboard, which Envoy serves itself
+        ("get", "/index.html"),
+        ("get", "/dashboard/"),
+        ("get", "/dashboard/missing.js"),
         ("get", "/api"),
         ("get", "/api/keys/" + PATH_VALUES["id"]),
         ("post", "/api/keys/" + PATH_VALUES["id"] + "/activate"),

@@ -16,7 +16,7 @@ from server.domain.catalog import DEFAULT_CATALOG, load_catalog_file
 from server.domain.routing.classifier import classify
 from tests.conftest import gateway_settings
 from tests.support.db import query
-from tests.support.fake_provider import FakeProvider
+from tests.support.fake_provider import FakeProvider, provider_settings
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.notdiamond import NotDiamondStandIn
 from tests.support.people import Person, sign_in
@@ -74,18 +74,6 @@ def fake() -> Iterator[FakeProvider]:
 def notdiamond() -> Iterator[NotDiamondStandIn]:
     with NotDiamondStandIn().running() as stand_in:
         yield stand_in
-
-
-def provider_settings(fake: FakeProvider) -> dict[str, str]:
-    return {
-        "OPENAI_API_KEY": "sk-fake",
-        "OPENAI_BASE_URL": f"{fake.url}/v1",
-        "ANTHROPIC_API_KEY": "sk-ant-fake",
-        "ANTHROPIC_BASE_URL": fake.url,
-        "DEEPSEEK_API_KEY": "sk-fake-deepseek",
-        "DEEPSEEK_BASE_URL": f"{fake.url}/v1",
-        "CROSSCOMPUTE_UPSTREAM_TIMEOUT_SECONDS": "2",
-    }
 
 
 @pytest.fixture(scope="module")

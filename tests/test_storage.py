@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,28 +13,11 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.engine import create_engine as create_async_engine
-from server.db.engine import session_factory
 from server.db.migrate import upgrade
 from server.db.models import Account, ApiKey, Base, UsageRecord, X402Payment
 from server.db.repositories import DatabaseProbe, LedgerRepository
-from server.db.urls import DatabaseUrls, resolve
+from server.db.urls import DatabaseUrls
 from server.domain.errors import NotFound, PaymentRequired
-from server.settings import DEFAULT_SQLITE_PATH
-
-
-@pytest.fixture(scope="session")
-def migrated(database_url: str) -> DatabaseUrls:
-    urls = resolve(database_url, DEFAULT_SQLITE_PATH)
-    upgrade(urls)
-    return urls
-
-
-@pytest.fixture
-async def sessions(migrated: DatabaseUrls) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_async_engine(migrated)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from server.api.metadata import bearer_token
 from server.domain.accounts import PeopleAccounts
 from server.domain.errors import Unauthenticated
 from server.domain.supabase_tokens import SignedInUser, SupabaseTokenVerifier
+from server.domain.usage_report import UsageReports
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -20,9 +21,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class AccountsServicer(pb_grpc.AccountsServiceServicer):
     """Translates between the API's messages and `PeopleAccounts`."""
 
-    def __init__(self, verifier: SupabaseTokenVerifier, accounts: PeopleAccounts) -> None:
+    def __init__(
+        self, verifier: SupabaseTokenVerifier, accounts: PeopleAccounts, usage_reports: UsageReports
+    ) -> None:
         self._verifier = verifier
         self._accounts = accounts
+        self._usage_reports = usage_reports
 
     async def _user(self, context: Context) -> SignedInUser:
         token = bearer_token(context)
@@ -75,3 +79,10 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.DeactivateApiKeyResponse:
         key = await self._accounts.deactivate_key(await self._user(context), request.id)
         return pb.DeactivateApiKeyResponse(ok=True, key=convert.api_key(key))
+
+    async def GetAccountUsage(
+        self, request: pb.GetAccountUsageRequest, context: Context
+    ) -> pb.GetAccountUsageResponse:
+        user = await self._user(context)
+        days = request.days if request.HasField("days") else None
+        return convert.usage_report(await self._usage_reports.for_user(user.id, days))

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.db.repositories.accounts import AccountRow, KeyRow, ProfileRow
 from server.domain.credits import micro_to_wire
+from server.domain.usage_report import Amounts, Series, UsageReport
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -65,4 +66,58 @@ def profile(row: ProfileRow) -> accounts_pb.Profile:
         email=row.email,
         display_name=row.display_name,
         created_at=timestamp(row.created_at),
+    )
+
+
+def _amount_fields(amounts: Amounts) -> dict[str, Any]:
+    """The fields `UsageTotals` and `DailyUsage` share."""
+    return {
+        "credits": micro_to_wire(amounts.billed_micro),
+        "request_count": amounts.request_count,
+        "input_tokens": amounts.input_tokens,
+        "output_tokens": amounts.output_tokens,
+    }
+
+
+def usage_totals(amounts: Amounts) -> accounts_pb.UsageTotals:
+    return accounts_pb.UsageTotals(**_amount_fields(amounts))
+
+
+def daily_usage(report: UsageReport, series: Series) -> list[accounts_pb.DailyUsage]:
+    """One entry per day of the report's window, oldest first."""
+    return [
+        accounts_pb.DailyUsage(date=day.isoformat(), **_amount_fields(amounts))
+        for day, amounts in zip(report.dates, series.daily, strict=True)
+    ]
+
+
+def usage_report(report: UsageReport) -> accounts_pb.GetAccountUsageResponse:
+    return accounts_pb.GetAccountUsageResponse(
+        ok=True,
+        days=report.days,
+        start_date=report.dates[0].isoformat(),
+        end_date=report.dates[-1].isoformat(),
+        balance_credits=micro_to_wire(report.balance_micro),
+        totals=usage_totals(report.overall.total),
+        daily=daily_usage(report, report.overall),
+        by_key=[
+            accounts_pb.KeyUsageSeries(
+                key_id=key.key_id,
+                label=key.label,
+                prefix=key.prefix,
+                active=key.active,
+                totals=usage_totals(key.series.total),
+                daily=daily_usage(report, key.series),
+            )
+            for key in report.by_key
+        ],
+        by_model=[
+            accounts_pb.ModelUsageSeries(
+                provider=model.provider,
+                model=model.model,
+                totals=usage_totals(model.series.total),
+                daily=daily_usage(report, model.series),
+            )
+            for model in report.by_model
+        ],
     )

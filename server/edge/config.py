@@ -15,6 +15,20 @@ ENVOY_DIR = PROJECT_ROOT / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.tmpl"
 LUA_SCRIPT = ENVOY_DIR / "gateway.lua"
 DESCRIPTOR_SET = PROJECT_ROOT / "generated" / "crosscompute.binpb"
+#: The dashboard: plain files Envoy serves itself (`index.html` at `/`, the rest under `/dashboard/`).
+WEB_DIR = PROJECT_ROOT / "web"
+STATIC_PREFIX = "/dashboard/"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+#: How deep the generated routes sit in envoy.yaml.tmpl's `routes:` list.
+_ROUTE_INDENT = " " * 14
 
 #: Envoy's own replies (status → OpenAI error type, code, message). `None` keeps Envoy's text,
 #: which says what was wrong (for example where a JSON body fails to parse).
@@ -89,6 +103,74 @@ def local_reply_mappers() -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class StaticFile:
+    """One file of the dashboard and the path it is served at."""
+
+    url_path: str
+    file: Path
+    content_type: str
+
+
+def static_files(web_dir: Path = WEB_DIR) -> list[StaticFile]:
+    """Every servable file under `web_dir`: `index.html` at `/`, the others under `/dashboard/`."""
+    files: list[StaticFile] = []
+    for path in sorted(web_dir.rglob("*")):
+        content_type = CONTENT_TYPES.get(path.suffix)
+        if not path.is_file() or content_type is None:
+            continue
+        relative = path.relative_to(web_dir).as_posix()
+        url_path = "/" if relative == "index.html" else STATIC_PREFIX + relative
+        files.append(StaticFile(url_path, path, content_type))
+    if not any(item.url_path == "/" for item in files):
+        raise FileNotFoundError(f"the dashboard has no index.html in {web_dir}")
+    return files
+
+
+def content_security_policy(supabase_url: str) -> str:
+    """The page may talk to this origin and the configured Supabase project, and nothing else."""
+    connect = " ".join(["'self'", *([supabase_url.rstrip("/")] if supabase_url else [])])
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def static_routes(files: list[StaticFile], supabase_url: str) -> str:
+    """Envoy routes answering each file from memory (`direct_response`), GET and HEAD only.
+
+    The transcoder is switched off on them: with `reject_unknown_method` it would answer 404 to
+    any path that is not an RPC's. The Lua filter lets them through (they are not gRPC paths).
+    """
+    headers = {
+        "cache-control": "no-cache",
+        "content-security-policy": content_security_policy(supabase_url),
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+    }
+    lines = []
+    for item in files:
+        route = {
+            "match": {
+                "path": item.url_path,
+                "headers": [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}],
+            },
+            "direct_response": {"status": 200, "body": {"filename": str(item.file)}},
+            "response_headers_to_add": [
+                {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                for key, value in {"content-type": item.content_type, **headers}.items()
+            ],
+            "typed_per_filter_config": {
+                "envoy.filters.http.grpc_json_transcoder": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True,
+                }
+            },
+        }
+        lines.append(f"{_ROUTE_INDENT}- {json.dumps(route)}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """What varies between Envoy deployments."""
 
@@ -102,6 +184,10 @@ class EdgeConfig:
     stream_idle_timeout_seconds: int
     #: More replicas behind the same Envoy: (address, port) pairs besides the first.
     more_endpoints: tuple[tuple[str, int], ...] = ()
+    #: The Supabase project the dashboard may talk to (its only allowed outside origin).
+    supabase_url: str = ""
+    #: Where the dashboard's files are.
+    web_dir: Path = WEB_DIR
 
     @classmethod
     def for_settings(
@@ -123,13 +209,18 @@ class EdgeConfig:
             grpc_port=grpc_port,
             max_body_bytes=settings.max_body_bytes,
             stream_idle_timeout_seconds=settings.stream_idle_timeout_seconds,
+            supabase_url=settings.supabase_url if settings.supabase_configured else "",
         )
 
 
 def render(config: EdgeConfig) -> str:
     """Envoy's YAML for `config` (JSON inside YAML where it is generated)."""
     template = Template(TEMPLATE.read_text())
+    files = static_files(config.web_dir)
+    largest = max(item.file.stat().st_size for item in files)
     return template.substitute(
+        STATIC_ROUTES=static_routes(files, config.supabase_url),
+        MAX_STATIC_BYTES=max(4096, largest),
         LISTEN_ADDRESS=config.listen_address,
         LISTEN_PORT=config.listen_port,
         ADMIN_ADDRESS=config.admin_address,

@@ -305,3 +305,17 @@ def anthropic_tool_uses() -> list[dict[str, Any]]:
         {"type": "tool_use", "id": f"toolu_{city}", "name": "get_weather", "input": {"city": city}}
         for city in ("Paris", "Tokyo")
     ]
+
+
+def provider_settings(fake: FakeProvider) -> dict[str, str]:
+    """Settings that put the fake behind the OpenAI, Anthropic and DeepSeek providers (so every
+    routing profile has candidates), with a short upstream timeout."""
+    return {
+        "OPENAI_API_KEY": "sk-fake",
+        "OPENAI_BASE_URL": f"{fake.url}/v1",
+        "ANTHROPIC_API_KEY": "sk-ant-fake",
+        "ANTHROPIC_BASE_URL": fake.url,
+        "DEEPSEEK_API_KEY": "sk-fake-deepseek",
+        "DEEPSEEK_BASE_URL": f"{fake.url}/v1",
+        "CROSSCOMPUTE_UPSTREAM_TIMEOUT_SECONDS": "2",
+    }

@@ -475,3 +475,245 @@ class DeactivateApiKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeactivateApiKeyResponse: _TypeAlias = DeactivateApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class GetAccountUsageRequest(_message.Message):
+    """GetAccountUsageRequest names the window: the caller is named by the access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    """How many UTC days to cover, ending today: 1 to 90; absent means 30. Query parameter `days`."""
+    def __init__(
+        self,
+        *,
+        days: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_days", b"_days", "days", b"days"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_days", b"_days", "days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__days: _TypeAlias = _typing.Literal["days"]  # noqa: Y015
+    _WhichOneofArgType__days: _TypeAlias = _typing.Literal["_days", b"_days"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__days) -> _WhichOneofReturnType__days | None: ...
+
+Global___GetAccountUsageRequest: _TypeAlias = GetAccountUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageTotals(_message.Message):
+    """UsageTotals adds up billed inference requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDITS_FIELD_NUMBER: _builtins.int
+    REQUEST_COUNT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    credits: _builtins.float
+    """Credits billed."""
+    request_count: _builtins.int
+    """Billed requests."""
+    input_tokens: _builtins.float
+    """Input tokens billed (a JSON number; exact below 2^53)."""
+    output_tokens: _builtins.float
+    """Output tokens billed."""
+    def __init__(
+        self,
+        *,
+        credits: _builtins.float = ...,
+        request_count: _builtins.int = ...,
+        input_tokens: _builtins.float = ...,
+        output_tokens: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "request_count", b"request_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageTotals: _TypeAlias = UsageTotals  # noqa: Y015
+
+@_typing.final
+class DailyUsage(_message.Message):
+    """DailyUsage is one UTC day's billed requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    CREDITS_FIELD_NUMBER: _builtins.int
+    REQUEST_COUNT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """The UTC day, `YYYY-MM-DD`."""
+    credits: _builtins.float
+    """Credits billed that day."""
+    request_count: _builtins.int
+    """Requests billed that day."""
+    input_tokens: _builtins.float
+    """Input tokens billed that day."""
+    output_tokens: _builtins.float
+    """Output tokens billed that day."""
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        credits: _builtins.float = ...,
+        request_count: _builtins.int = ...,
+        input_tokens: _builtins.float = ...,
+        output_tokens: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits", "date", b"date", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "request_count", b"request_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyUsage: _TypeAlias = DailyUsage  # noqa: Y015
+
+@_typing.final
+class KeyUsageSeries(_message.Message):
+    """KeyUsageSeries is what one API key spent over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key id, a UUID."""
+    label: _builtins.str
+    """The key's label."""
+    prefix: _builtins.str
+    """The key's first characters."""
+    active: _builtins.bool
+    """Whether the key still works."""
+    @_builtins.property
+    def totals(self) -> Global___UsageTotals:
+        """The key's totals over the window."""
+
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyUsage]:
+        """One entry per day of the window, oldest first (days without requests are zeros)."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        prefix: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        totals: Global___UsageTotals | None = ...,
+        daily: _abc.Iterable[Global___DailyUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "daily", b"daily", "key_id", b"key_id", "label", b"label", "prefix", b"prefix", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyUsageSeries: _TypeAlias = KeyUsageSeries  # noqa: Y015
+
+@_typing.final
+class ModelUsageSeries(_message.Message):
+    """ModelUsageSeries is what one model cost over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider that served the model."""
+    model: _builtins.str
+    """The model id, as clients name it."""
+    @_builtins.property
+    def totals(self) -> Global___UsageTotals:
+        """The model's totals over the window."""
+
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyUsage]:
+        """One entry per day of the window, oldest first (days without requests are zeros)."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        totals: Global___UsageTotals | None = ...,
+        daily: _abc.Iterable[Global___DailyUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily", b"daily", "model", b"model", "provider", b"provider", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUsageSeries: _TypeAlias = ModelUsageSeries  # noqa: Y015
+
+@_typing.final
+class GetAccountUsageResponse(_message.Message):
+    """GetAccountUsageResponse is the account's usage over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    BALANCE_CREDITS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    BY_KEY_FIELD_NUMBER: _builtins.int
+    BY_MODEL_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """Always true on success."""
+    days: _builtins.int
+    """How many days the window covers."""
+    start_date: _builtins.str
+    """The window's first UTC day, `YYYY-MM-DD`."""
+    end_date: _builtins.str
+    """The window's last UTC day (today), `YYYY-MM-DD`."""
+    balance_credits: _builtins.float
+    """The account's balance now, in credits."""
+    @_builtins.property
+    def totals(self) -> Global___UsageTotals:
+        """Totals over the window."""
+
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyUsage]:
+        """One entry per day of the window, oldest first."""
+
+    @_builtins.property
+    def by_key(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyUsageSeries]:
+        """One series per key used in the window, most credits first."""
+
+    @_builtins.property
+    def by_model(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsageSeries]:
+        """One series per model used in the window, most credits first."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        days: _builtins.int = ...,
+        start_date: _builtins.str = ...,
+        end_date: _builtins.str = ...,
+        balance_credits: _builtins.float = ...,
+        totals: Global___UsageTotals | None = ...,
+        daily: _abc.Iterable[Global___DailyUsage] | None = ...,
+        by_key: _abc.Iterable[Global___KeyUsageSeries] | None = ...,
+        by_model: _abc.Iterable[Global___ModelUsageSeries] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_credits", b"balance_credits", "by_key", b"by_key", "by_model", b"by_model", "daily", b"daily", "days", b"days", "end_date", b"end_date", "ok", b"ok", "start_date", b"start_date", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccountUsageResponse: _TypeAlias = GetAccountUsageResponse  # noqa: Y015

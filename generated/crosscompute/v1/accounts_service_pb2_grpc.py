@@ -62,6 +62,11 @@ class AccountsServiceStub:
                 request_serializer=crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyRequest.SerializeToString,
                 response_deserializer=crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.GetAccountUsage = channel.unary_unary(
+                '/crosscompute.v1.AccountsService/GetAccountUsage',
+                request_serializer=crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageRequest.SerializeToString,
+                response_deserializer=crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AccountsServiceServicer:
@@ -106,6 +111,14 @@ class AccountsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountUsage(self, request, context):
+        """GetAccountUsage returns what the caller's account spent over the last days: totals, and one
+        bucket per UTC day overall, per key and per model. (Beyond the contract: for the dashboard.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +146,11 @@ def add_AccountsServiceServicer_to_server(servicer, server):
                     servicer.DeactivateApiKey,
                     request_deserializer=crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyRequest.FromString,
                     response_serializer=crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyResponse.SerializeToString,
+            ),
+            'GetAccountUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountUsage,
+                    request_deserializer=crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageRequest.FromString,
+                    response_serializer=crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +291,33 @@ class AccountsService:
             '/crosscompute.v1.AccountsService/DeactivateApiKey',
             crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyRequest.SerializeToString,
             crosscompute_dot_v1_dot_accounts__service__pb2.DeactivateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crosscompute.v1.AccountsService/GetAccountUsage',
+            crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageRequest.SerializeToString,
+            crosscompute_dot_v1_dot_accounts__service__pb2.GetAccountUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class AccountsServiceStub:
     """CreateApiKey creates a `cc_live_` API key and returns its secret once."""
     DeactivateApiKey: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.DeactivateApiKeyRequest, _accounts_service_pb2.DeactivateApiKeyResponse]
     """DeactivateApiKey stops one of the caller's keys from working, at once."""
+    GetAccountUsage: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.GetAccountUsageRequest, _accounts_service_pb2.GetAccountUsageResponse]
+    """GetAccountUsage returns what the caller's account spent over the last days: totals, and one
+    bucket per UTC day overall, per key and per model. (Beyond the contract: for the dashboard.)
+    """
 
 @_typing.type_check_only
 class AccountsServiceAsyncStub(AccountsServiceStub):
@@ -69,6 +73,10 @@ class AccountsServiceAsyncStub(AccountsServiceStub):
     """CreateApiKey creates a `cc_live_` API key and returns its secret once."""
     DeactivateApiKey: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.DeactivateApiKeyRequest, _accounts_service_pb2.DeactivateApiKeyResponse]  # type: ignore[assignment]
     """DeactivateApiKey stops one of the caller's keys from working, at once."""
+    GetAccountUsage: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.GetAccountUsageRequest, _accounts_service_pb2.GetAccountUsageResponse]  # type: ignore[assignment]
+    """GetAccountUsage returns what the caller's account spent over the last days: totals, and one
+    bucket per UTC day overall, per key and per model. (Beyond the contract: for the dashboard.)
+    """
 
 class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
     """AccountsService is the people's side of the gateway: a person signs in with a
@@ -117,5 +125,15 @@ class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_service_pb2.DeactivateApiKeyResponse, _abc.Awaitable[_accounts_service_pb2.DeactivateApiKeyResponse]]:
         """DeactivateApiKey stops one of the caller's keys from working, at once."""
+
+    @_abc_1.abstractmethod
+    def GetAccountUsage(
+        self,
+        request: _accounts_service_pb2.GetAccountUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_service_pb2.GetAccountUsageResponse, _abc.Awaitable[_accounts_service_pb2.GetAccountUsageResponse]]:
+        """GetAccountUsage returns what the caller's account spent over the last days: totals, and one
+        bucket per UTC day overall, per key and per model. (Beyond the contract: for the dashboard.)
+        """
 
 def add_AccountsServiceServicer_to_server(servicer: AccountsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import Account, ApiKey, LedgerEntry, UsageRecord, as_utc, utcnow
@@ -48,6 +48,30 @@ class ModelUsageRow:
     request_count: int
     last_request_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class DailyBucketRow:
+    """An account's billed usage on one UTC day, for one key and one model."""
+
+    day: str
+    key_id: str
+    key_label: str
+    key_prefix: str
+    key_active: bool
+    provider: str
+    model: str
+    billed_micro: int
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+
+
+def _utc_day(dialect: str) -> ColumnElement[str]:
+    """A usage record's UTC day as `YYYY-MM-DD` text, on either backend."""
+    if dialect == "sqlite":  # stored as UTC text; date() reads it (and any offset) as UTC
+        return func.date(UsageRecord.created_at)
+    return func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
 
 
 class UsageRepository:
@@ -180,6 +204,48 @@ class UsageRepository:
                 request_count=int(row[4]),
                 last_request_at=as_utc(row[5]),
                 updated_at=as_utc(row[6] or row[5]),
+            )
+            for row in rows
+        ]
+
+    async def daily_buckets(self, account_id: str, since: datetime) -> list[DailyBucketRow]:
+        """The account's settled usage since `since`, added up per UTC day, key and model."""
+        async with self._sessions() as session:
+            day = _utc_day(session.get_bind().dialect.name).label("day")
+            grouping = (day, UsageRecord.key_id, ApiKey.label, ApiKey.prefix, ApiKey.active)
+            statement = (
+                select(
+                    *grouping,
+                    UsageRecord.provider,
+                    UsageRecord.model,
+                    func.sum(UsageRecord.billed_micro),
+                    func.count(),
+                    func.sum(UsageRecord.input_tokens),
+                    func.sum(UsageRecord.output_tokens),
+                )
+                .outerjoin(ApiKey, ApiKey.id == UsageRecord.key_id)
+                .where(
+                    UsageRecord.account_id == account_id,
+                    UsageRecord.status == "settled",
+                    UsageRecord.created_at >= since,
+                )
+                .group_by(*grouping, UsageRecord.provider, UsageRecord.model)
+                .order_by(day)
+            )
+            rows = (await session.execute(statement)).all()
+        return [
+            DailyBucketRow(
+                day=str(row[0]),
+                key_id=row[1] or "",
+                key_label=row[2] or "",
+                key_prefix=row[3] or "",
+                key_active=bool(row[4]),
+                provider=row[5] or "",
+                model=row[6] or "",
+                billed_micro=int(row[7] or 0),
+                request_count=int(row[8]),
+                input_tokens=int(row[9] or 0),
+                output_tokens=int(row[10] or 0),
             )
             for row in rows
         ]
