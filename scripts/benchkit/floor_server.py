@@ -22,21 +22,32 @@ from google.api import httpbody_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from scripts.benchkit.provider import completion_body
+from scripts.benchkit.provider import completion_body, stream_events
 
-ANSWER = completion_body("openai/gpt-5-mini", 8)
+MODEL = "openai/gpt-5-mini"
+ANSWER = completion_body(MODEL, 8)
+EVENTS = stream_events(MODEL, 8, include_usage=True)
 
 
 class FloorInference(pb_grpc.InferenceServiceServicer):
-    """Answers every chat completion at once with the same body and one routing header."""
+    """Answers every chat completion at once with the same body (or the same SSE events, one message
+    each, when the request asks for a stream) and one routing header."""
 
     async def CreateChatCompletion(
         self, request: pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.CreateChatCompletionResponse]:
         await context.send_initial_metadata((("x-crosscompute-provider", "floor"),))
-        yield pb.CreateChatCompletionResponse(
-            body=httpbody_pb2.HttpBody(content_type="application/json", data=ANSWER)
-        )
+        if b'"stream": true' not in request.body.data:
+            yield pb.CreateChatCompletionResponse(
+                body=httpbody_pb2.HttpBody(content_type="application/json", data=ANSWER)
+            )
+            return
+        content_type = "text/event-stream"
+        for event in EVENTS:
+            yield pb.CreateChatCompletionResponse(
+                body=httpbody_pb2.HttpBody(content_type=content_type, data=event)
+            )
+            content_type = ""
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
