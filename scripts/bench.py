@@ -26,7 +26,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -270,26 +270,36 @@ class Report:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+        figure, axes = plt.subplots(3, 2, figsize=(11, 10.5))
+        targets = (
+            (self.direct, "provider"),
+            (self.floor, "floor (Envoy + empty gRPC)"),
+            (self.gateway, "gateway"),
+            (self.litellm, "LiteLLM"),
+        )
+        panels: tuple[tuple[str, Callable[[Point], float]], ...] = (
+            ("p50 latency, ms", lambda p: p.summary.p50_ms),
+            ("requests/s", lambda p: p.summary.rps),
+            ("CPU per request, µs", lambda p: p.cpu_us_per_request),
+        )
         for column, mode in enumerate(("plain", "stream")):
-            for points, label in (
-                (self.direct, "provider"),
-                (self.gateway, "gateway"),
-                (self.litellm, "LiteLLM"),
-            ):
-                selected = [p for p in points if p.mode == mode]
-                levels = [p.concurrency for p in selected]
-                axes[0][column].plot(levels, [p.summary.p50_ms for p in selected], marker="o", label=label)
-                axes[1][column].plot(levels, [p.summary.rps for p in selected], marker="o", label=label)
-            axes[0][column].set_title(f"{mode}: p50 latency (ms, log)")
-            axes[1][column].set_title(f"{mode}: requests/s (log)")
-            for row in (0, 1):
-                axes[row][column].set_xscale("log", base=2)
-                axes[row][column].set_yscale("log")
-                axes[row][column].set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
-                axes[row][column].set_xlabel("concurrent clients")
-                axes[row][column].grid(True, which="both", alpha=0.3)
-                axes[row][column].legend()
+            for row, (title, value) in enumerate(panels):
+                axis = axes[row][column]
+                for points, label in targets:
+                    selected = [p for p in points if p.mode == mode]
+                    axis.plot(
+                        [p.concurrency for p in selected],
+                        [value(p) for p in selected],
+                        marker="o",
+                        label=label,
+                    )
+                axis.set_title(f"{mode}: {title} (log)")
+                axis.set_xscale("log", base=2)
+                axis.set_yscale("log")
+                axis.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+                axis.set_xlabel("concurrent clients")
+                axis.grid(True, which="both", alpha=0.3)
+                axis.legend(fontsize="small")
         figure.suptitle("CrossCompute gateway vs LiteLLM proxy, same stand-in provider, 2 cores")
         figure.tight_layout()
         figure.savefig(path, dpi=110)
