@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from scripts.benchkit import install_uvloop
+
 _perf = time.perf_counter
 
 
@@ -399,16 +401,6 @@ async def run_load(
             await guard
     result.wall_seconds = _perf() - record_from
     return result
-
-
-def install_uvloop() -> bool:
-    """Makes uvloop the event loop policy when it is installed; returns whether it is."""
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 def run_load_process(

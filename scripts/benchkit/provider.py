@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from scripts.benchkit import install_uvloop
+
 CONTENT_PIECES = ("Hello", " there")
 COMPLETION_TOKENS = 2
 MAX_HEAD = 64 * 1024
@@ -262,16 +264,6 @@ def _decode_chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
             return None
         pieces.append(bytes(buffer[position : position + size]))
         position += size + 2
-
-
-def install_uvloop() -> bool:
-    """Makes uvloop the event loop policy when it is installed; returns whether it is."""
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 def _write_port_file(path: Path, port: int) -> None:
