@@ -13,6 +13,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.usage import UsageFacts, UsageRepository
 from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
@@ -102,7 +104,7 @@ def domain_error(error: UpstreamError) -> DomainError:
 
 
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 class ChatService:
@@ -217,7 +219,7 @@ class ChatService:
                         *self._headers(route, spec),
                         ("x-crosscompute-billed-credits", f"{micro_to_credits(billed).normalize():f}"),
                     ]
-                    return ChatCall(headers=headers, body=json.dumps(body, separators=(",", ":")).encode())
+                    return ChatCall(headers=headers, body=orjson.dumps(body))
                 stream = client.stream(spec, request, hold.max_output)
                 try:
                     first = await anext(stream)

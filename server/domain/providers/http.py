@@ -73,7 +73,7 @@ async def sse_events(
             if response.status_code >= 400:
                 raise error_for_status(response.status_code, provider_message(await response.aread()))
             event = ""
-            async for line in response.aiter_lines():
+            async for line in _lines(response):
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):
@@ -81,3 +81,15 @@ async def sse_events(
                     event = ""
     except httpx.HTTPError as error:
         raise transport_error(error) from None
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines as they arrive (LF or CRLF endings), cheaper than httpx's general decoder."""
+    pending = b""
+    async for piece in response.aiter_bytes():
+        pending += piece
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")

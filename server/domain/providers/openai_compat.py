@@ -3,9 +3,10 @@ OpenAI-compatible endpoints, and self-hosted servers (vLLM, Ollama, llama.cpp)."
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from server.domain.catalog import ModelSpec, Provider
 from server.domain.chat.request import ChatRequest
@@ -62,7 +63,7 @@ class OpenAICompatibleClient:
             if data == "[DONE]":
                 return
             try:
-                chunk = json.loads(data)
+                chunk = orjson.loads(data)
             except ValueError:
                 raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
             if isinstance(chunk, dict) and "error" in chunk:
