@@ -9,6 +9,8 @@ import asyncio
 import signal
 import sys
 
+import uvloop
+
 from server.app import start
 from server.edge.config import EdgeConfig
 from server.edge.process import EnvoyError, EnvoyProcess
@@ -68,7 +70,7 @@ async def run(settings: Settings) -> int:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(uvloop.run(run(settings)))
 
 
 if __name__ == "__main__":
