@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import uvloop
@@ -17,6 +18,8 @@ async def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     runtime = await start(settings)
+    # What start-up built lives as long as the process: keep the collector from scanning it again.
+    gc.freeze()
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
     print(f"gRPC listening on {settings.grpc_host}:{runtime.port}", flush=True)

@@ -6,6 +6,7 @@ Prints where both listen; Ctrl-C (or SIGTERM) stops Envoy, then the server, clea
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 
@@ -23,6 +24,8 @@ ENVOY_WATCH_INTERVAL_SECONDS = 0.5
 
 async def run(settings: Settings) -> int:
     runtime = await start(settings)
+    # What start-up built lives as long as the process: keep the collector from scanning it again.
+    gc.freeze()
     envoy = EnvoyProcess(
         EdgeConfig.for_settings(settings, runtime.port),
         concurrency=settings.envoy_concurrency,
