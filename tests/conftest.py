@@ -14,6 +14,7 @@ from server.db.migrate import upgrade
 from server.db.urls import DatabaseUrls, resolve
 from server.settings import DEFAULT_SQLITE_PATH, Settings
 from tests.support.databases import postgres_database
+from tests.support.fake_provider import FakeProvider
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.supabase import JWT_SECRET, SupabaseStandIn
 
@@ -103,3 +104,10 @@ def contract_path() -> Path:
     if not path.exists():
         pytest.fail(f"the contract is missing: {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    """The stand-in OpenAI and Anthropic provider, one per test module."""
+    with FakeProvider().running() as provider:
+        yield provider

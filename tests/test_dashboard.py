@@ -30,12 +30,6 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def site(
     tmp_path_factory: pytest.TempPathFactory, supabase: SupabaseStandIn, fake: FakeProvider
 ) -> Iterator[Gateway]:

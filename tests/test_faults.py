@@ -3,8 +3,6 @@ restarting in front of a server that keeps its state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import openai
 import pytest
@@ -18,12 +16,6 @@ from tests.support.gateway import envoy_for, running_gateway
 from tests.support.people import sign_in
 from tests.support.supabase import SupabaseStandIn
 from tests.support.waiting import eventually
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
 
 
 def providers(fake: FakeProvider) -> dict[str, str]:

@@ -27,12 +27,6 @@ FAKE_ANSWER_MICRO = PROMPT_TOKENS * 250 + COMPLETION_TOKENS * 2000
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def providers(database_url: str, supabase: SupabaseStandIn, fake: FakeProvider) -> Iterator[Gateway]:
     """A gateway whose OpenAI, Anthropic and DeepSeek providers are the fake one."""
     settings = gateway_settings(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,12 +22,6 @@ from tests.support.supabase import JWT_SECRET, SupabaseStandIn
 ANSWER_MICRO = PROMPT_TOKENS * 250 + COMPLETION_TOKENS * 2000  # gpt-5-mini at 1000 credits per USD
 REQUESTS = 500
 ANSWERS_COVERED = 100
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
 
 
 @pytest.mark.postgres

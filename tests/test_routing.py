@@ -65,12 +65,6 @@ def test_the_shape_of_a_request_raises_its_tier() -> None:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def notdiamond() -> Iterator[NotDiamondStandIn]:
     with NotDiamondStandIn().running() as stand_in:
         yield stand_in

@@ -40,12 +40,6 @@ def facilitator() -> Iterator[DevFacilitator]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider().running() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def shop(
     database_url: str, supabase: SupabaseStandIn, facilitator: DevFacilitator, fake: FakeProvider
 ) -> Iterator[Gateway]:
