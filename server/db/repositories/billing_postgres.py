@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import TYPE_CHECKING, Any, LiteralString
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -24,6 +25,8 @@ from server.domain.errors import PaymentRequired, Unauthenticated
 
 if TYPE_CHECKING:
     from server.db.repositories.usage import UsageFacts
+
+T = TypeVar("T")
 
 BALANCE_CONSTRAINT = "ck_accounts_balance_not_negative"
 
@@ -111,13 +114,17 @@ class PostgresBilling:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def _broken(self, error: psycopg.OperationalError) -> None:
-        """A connection turned out broken (the server restarted or went away): check the idle ones
-        too, so the requests after this one do not each find a dead connection. Waiting for a
-        connection in vain (the database is down) is not retried."""
-        if isinstance(error, PoolTimeout):
-            raise error
-        await self._pool.check()
+    async def _twice(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`; when its connection turns out broken (the server restarted or went away),
+        check the idle ones too, so later requests do not each find a dead connection, and run it
+        once more. Waiting for a connection in vain (the database is down) is not retried."""
+        try:
+            return await attempt()
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError:
+            await self._pool.check()
+            return await attempt()
 
     async def reserve(
         self,
@@ -144,15 +151,11 @@ class PostgresBilling:
             "routing_profile": routing_profile,
         }
         try:
-            held = await self._hold(params)
-        except psycopg.OperationalError as error:
-            # Safe to run again: if the first attempt did commit, the usage record's key refuses the
-            # second, and that means the hold is in place.
-            await self._broken(error)
-            try:
-                held = await self._hold(params)
-            except errors.UniqueViolation:
-                held = True
+            held = await self._twice(lambda: self._hold(params))
+        except errors.UniqueViolation:
+            # Only a second attempt can meet this (each call's ids are new): the first did commit
+            # before its connection broke, so the hold is in place.
+            held = True
         if held:
             return
         raise PaymentRequired(
@@ -195,12 +198,8 @@ class PostgresBilling:
         if facts is not None:
             params.update(dataclasses.asdict(facts))
         statement = CLOSE_WITHOUT_FACTS if facts is None else CLOSE_WITH_FACTS
-        try:
-            return await self._close(params, statement)
-        except psycopg.OperationalError as error:
-            # Safe to run again: only the first close of a call changes anything.
-            await self._broken(error)
-            return await self._close(params, statement)
+        # Safe to run twice: only the first close of a call changes anything.
+        return await self._twice(lambda: self._close(params, statement))
 
     async def _close(self, params: dict[str, Any], statement: LiteralString) -> int:
         async with self._pool.connection() as connection:
