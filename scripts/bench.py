@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import subprocess
 import uuid
@@ -35,8 +34,8 @@ import psycopg
 from psycopg import sql
 
 from scripts.benchkit.floor_server import running_floor
-from scripts.benchkit.litellm_proxy import MODEL, running_litellm
-from scripts.benchkit.matrix import CONCURRENCY, Point, measure
+from scripts.benchkit.litellm_proxy import LITELLM_VERSION, MODEL, running_litellm
+from scripts.benchkit.matrix import CONCURRENCY, Point, bodies, measure
 from scripts.benchkit.provider import running_provider
 from scripts.replicas import running
 
@@ -47,14 +46,6 @@ WARMUP = float(os.environ.get("CROSSCOMPUTE_BENCH_WARMUP", "2"))
 REPLICAS = int(os.environ.get("CROSSCOMPUTE_BENCH_REPLICAS", "2"))
 LITELLM_WORKERS = int(os.environ.get("CROSSCOMPUTE_BENCH_LITELLM_WORKERS", "2"))
 ADMIN_TOKEN = f"bench-{uuid.uuid4().hex}"
-MESSAGES = [{"role": "user", "content": "Hi"}]
-
-
-def bodies(model: str) -> dict[str, bytes]:
-    """The same plain and streamed requests for every target (only the model name differs)."""
-    plain = {"model": model, "messages": MESSAGES, "max_tokens": 5}
-    stream = {**plain, "stream": True, "stream_options": {"include_usage": True}}
-    return {"plain": json.dumps(plain).encode(), "stream": json.dumps(stream).encode()}
 
 
 @contextmanager
@@ -111,7 +102,7 @@ def measure_gateway(provider_url: str) -> list[Point]:
                 functools.partial(list, pids),
                 SECONDS,
                 WARMUP,
-                bodies=bodies("auto"),
+                bodies("auto"),
             )
 
 
@@ -124,7 +115,7 @@ def main() -> None:
             lambda: [provider.pid],
             SECONDS,
             WARMUP,
-            bodies=bodies(MODEL),
+            bodies(MODEL),
         )
         with running_floor() as (floor_url, floor_pids):
             floor = measure(
@@ -134,7 +125,7 @@ def main() -> None:
                 functools.partial(list, floor_pids),
                 SECONDS,
                 WARMUP,
-                bodies=bodies(MODEL),
+                bodies(MODEL),
             )
         gateway = measure_gateway(provider_url)
         with running_litellm(provider_url, LITELLM_WORKERS) as litellm:
@@ -146,7 +137,7 @@ def main() -> None:
                 functools.partial(list, pids),
                 SECONDS,
                 WARMUP,
-                bodies=bodies(litellm.model),
+                bodies(litellm.model),
             )
     report = Report(direct, floor, gateway, litellm_points)
     (ROOT / "docs").mkdir(exist_ok=True)
@@ -237,7 +228,7 @@ class Report:
             f"- **gateway**: {REPLICAS} server replicas behind one Envoy on PostgreSQL: a real agent key, "
             'a hold and a settlement in the database per request, routing with `model: "auto"`. CPU '
             "and memory count every replica and Envoy.",
-            f"- **LiteLLM**: `litellm[proxy]` {litellm_version()} with {LITELLM_WORKERS} workers "
+            f"- **LiteLLM**: `litellm[proxy]` {LITELLM_VERSION} with {LITELLM_WORKERS} workers "
             "(its best here), its master key, no database (its database mode cannot start offline: "
             "Prisma downloads its engines). CPU and memory count all its processes.",
             "",
@@ -308,12 +299,6 @@ class Report:
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
-
-
-def litellm_version() -> str:
-    from scripts.benchkit.litellm_proxy import LITELLM_VERSION
-
-    return LITELLM_VERSION
 
 
 if __name__ == "__main__":

@@ -1,41 +1,32 @@
-"""Measures the stand-in provider directly and LiteLLM's proxy (1 and 2 workers) in front of it.
+"""Measuring one target point by point, for `make bench` (scripts/bench.py).
 
 Every point is one run of the load generator in its own process (`loadgen.run_load_process`), so its
-CPU is charged to neither target. For each target it first warms up (unrecorded, plain and streamed),
+CPU is charged to no target. For each target it first warms up (unrecorded, plain and streamed),
 then runs concurrency 1, 16 and 64, plain and streamed (`stream_options.include_usage`), and reads
 the target's CPU time (utime + stime of all its processes, from /proc) before and after each point,
-and its total RSS at the end. Prints a Markdown table (and, with `--json PATH`, writes every point).
-
-    python -m scripts.benchkit.matrix --seconds 5 --workers 1 2
+and its total RSS at the end.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.benchkit.litellm_proxy import MODEL, running_litellm
 from scripts.benchkit.loadgen import LoadSummary, run_load_process
-from scripts.benchkit.provider import running_provider
 
 CONCURRENCY = (1, 16, 64)
 MESSAGES = [{"role": "user", "content": "Hi"}]
-PLAIN = json.dumps({"model": MODEL, "messages": MESSAGES, "max_tokens": 5}).encode()
-STREAM = json.dumps(
-    {
-        "model": MODEL,
-        "messages": MESSAGES,
-        "max_tokens": 5,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-).encode()
 EXPECT = {"plain": b'"choices"', "stream": b"data: [DONE]"}
+
+
+def bodies(model: str) -> dict[str, bytes]:
+    """The same plain and streamed requests for every target (only the model name differs)."""
+    plain = {"model": model, "messages": MESSAGES, "max_tokens": 5}
+    stream = {**plain, "stream": True, "stream_options": {"include_usage": True}}
+    return {"plain": json.dumps(plain).encode(), "stream": json.dumps(stream).encode()}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -83,11 +74,10 @@ def measure(
     pids: Callable[[], list[int]],
     seconds: float,
     warmup: float,
-    bodies: dict[str, bytes] | None = None,
+    requests: dict[str, bytes],
 ) -> list[Point]:
-    """Warm-up, then every (mode, concurrency) point against one target (`bodies`: the plain and
-    the streamed request, by mode)."""
-    requests = bodies or {"plain": PLAIN, "stream": STREAM}
+    """Warm-up, then every (mode, concurrency) point against one target (`requests`: the plain and
+    the streamed body, by mode)."""
     for body in requests.values():
         run_load_process(url, body, headers, 16, warmup)
     points: list[Point] = []
@@ -113,51 +103,3 @@ def row(point: Point) -> str:
         f"| {s.p99_ms:.2f} | {s.ttfb_p50_ms:.2f} | {s.errors} | {point.cpu_us_per_request:,.0f} "
         f"| {point.rss_mib:,.0f} |"
     )
-
-
-HEADER = (
-    "| target | mode | c | req/s | p50 ms | p99 ms | TTFB p50 ms | errors | CPU µs/req | RSS MiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
-)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="LiteLLM worker counts")
-    parser.add_argument("--json", type=Path, help="write every point here")
-    args = parser.parse_args(argv)
-    print(HEADER, flush=True)
-    points: list[Point] = []
-    with running_provider() as (provider_url, provider):
-        points += measure(
-            "provider",
-            f"{provider_url}/v1/chat/completions",
-            {},
-            lambda: [provider.pid],
-            args.seconds,
-            args.warmup,
-        )
-        for workers in args.workers:
-            with running_litellm(provider_url, workers) as litellm:
-                pids = litellm.pids  # the worker set is fixed once every worker is ready
-                points += measure(
-                    f"LiteLLM {workers}w",
-                    f"{litellm.url}/v1/chat/completions",
-                    litellm.headers,
-                    functools.partial(list, pids),
-                    args.seconds,
-                    args.warmup,
-                )
-    print("\n" + HEADER)
-    for point in points:
-        print(row(point))
-    if args.json:
-        args.json.write_text(json.dumps([asdict(point) for point in points], indent=1, default=str) + "\n")
-
-
-if __name__ == "__main__":
-    main()
