@@ -13,10 +13,20 @@ import openai
 import pytest
 
 from server.domain.catalog import DEFAULT_CATALOG, load_catalog_file
+from server.domain.chat.billing import bill
+from server.domain.credits import micro_to_credits
+from server.domain.providers.base import Usage
 from server.domain.routing.classifier import classify
 from tests.conftest import gateway_settings
+from tests.support.cooldowns import forget_cooldowns
 from tests.support.db import query
-from tests.support.fake_provider import FakeProvider, provider_settings
+from tests.support.fake_provider import (
+    COMPLETION_TOKENS,
+    PROMPT_TOKENS,
+    WORDS,
+    FakeProvider,
+    provider_settings,
+)
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.notdiamond import NotDiamondStandIn
 from tests.support.people import Person, sign_in
@@ -153,13 +163,25 @@ def usage_for(gateway: Gateway, person: Person) -> list[dict[str, Any]]:
     )
 
 
+FIRST, ANSWER = "openai/gpt-5-mini", "anthropic/claude-haiku-4-5"  # medium/MEDIUM's first two
+
+
+def upstream_models(fake: FakeProvider, since: int) -> list[str]:
+    """The upstream model of each provider call the fake received after the first `since`."""
+    return [str(item.body.get("model")) for item in fake.received[since:]]
+
+
 @pytest.mark.parametrize("failure", ["500", "429", "529", "hang", "close"])
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_failing_first_candidate_falls_back_and_only_the_answer_is_billed(
     routed: Gateway, person: Person, client: openai.OpenAI, fake: FakeProvider, failure: str, stream: bool
 ) -> None:
-    fake.failures["gpt-5-mini"] = failure  # medium/MEDIUM: gpt-5-mini, then claude-haiku-4-5
+    # Every case shares the database and the server: an earlier case's cool-down would send this
+    # one straight to the second candidate, and no fallback would happen at all.
+    forget_cooldowns(routed, FIRST, ANSWER)
+    fake.failures["gpt-5-mini"] = failure
     fake.release_slow.clear()
+    since = len(fake.received)
     try:
         raw = client.chat.completions.with_raw_response.create(
             model="medium",
@@ -170,14 +192,36 @@ def test_a_failing_first_candidate_falls_back_and_only_the_answer_is_billed(
         parsed = raw.parse()
         if stream:
             text = "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)  # type: ignore[union-attr]
-            assert text
-        assert raw.headers["x-crosscompute-routed-model"] == "anthropic/claude-haiku-4-5"
+        else:
+            text = parsed.choices[0].message.content or ""  # type: ignore[union-attr]
+        assert text == "".join(WORDS), "the fallback's answer reached the caller"
+        assert raw.headers["x-crosscompute-routing-tier"] == "MEDIUM"
+        assert raw.headers["x-crosscompute-routed-model"] == ANSWER
     finally:
         fake.failures.clear()
         fake.release_slow.set()
+    assert upstream_models(fake, since) == ["gpt-5-mini", "claude-haiku-4-5"], (
+        "this very request tried the failing first candidate, then fell back"
+    )
+    spec = next(m for m in load_catalog_file(routed.settings.catalog_file).models if m.id == ANSWER)
+    answer_cost = bill(spec, routed.settings.credits_per_usd_decimal, Usage(PROMPT_TOKENS, COMPLETION_TOKENS))
     records = usage_for(routed, person)
     assert len(records) == 1, "one usage record per request"
-    assert records[0]["model"] == "anthropic/claude-haiku-4-5" and records[0]["status"] == "settled"
+    assert records[0]["model"] == ANSWER and records[0]["status"] == "settled"
+    assert records[0]["billed_micro"] == answer_cost > 0, "billed for the answer's tokens at its price"
+    if not stream:
+        assert (
+            raw.headers["x-crosscompute-billed-credits"] == f"{micro_to_credits(answer_cost).normalize():f}"
+        )
+    (account,) = query(
+        routed.settings,
+        "SELECT a.balance_micro, a.used_micro FROM accounts a WHERE a.external_id = :sub",
+        sub=person.user_id,
+    )
+    assert (account["used_micro"], routed.settings.signup_micro - account["balance_micro"]) == (
+        answer_cost,
+        answer_cost,
+    ), "the failed attempt cost nothing"
 
 
 def test_a_429_cools_the_model_down_for_the_next_requests(
