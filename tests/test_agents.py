@@ -11,8 +11,21 @@ import openai
 import pytest
 
 from tests.conftest import gateway_settings
+from tests.support.db import execute
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.supabase import SupabaseStandIn
+
+#: The fields crosscompute.io's published registry lists for `/api/agents/me` and `/api/agents/usage`.
+REGISTRY_ACCOUNT = {"id", "agentId", "name", "skillMdUrl", "creditsPurchased"}
+REGISTRY_KEY = {"id", "label", "prefix", "quotaCredits", "usedCredits", "remainingCredits", "active"}
+REGISTRY_USAGE = {
+    "agentId",
+    "keyPrefix",
+    "quotaCredits",
+    "usedCredits",
+    "remainingCredits",
+    "creditsPurchased",
+}
 
 
 def new_agent_id() -> str:
@@ -97,7 +110,7 @@ def test_an_agent_reads_its_account_and_usage_and_calls_the_simulator(
     me = http.get("/api/agents/me", headers=headers)
     assert me.status_code == 200
     assert set(me.json()["account"]) == {"id", "agentId", "name", "skillMdUrl", "creditsPurchased"}
-    assert set(me.json()["key"]) == {"id", "label", "prefix", "usedCredits", "remainingCredits", "active"}
+    assert set(me.json()["key"]) == REGISTRY_KEY
 
     client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key, max_retries=0)
     answer = client.chat.completions.create(
@@ -110,11 +123,65 @@ def test_an_agent_reads_its_account_and_usage_and_calls_the_simulator(
     assert usage.json()["usage"] == {
         "agentId": agent_id,
         "keyPrefix": key[: len("cc_agent_") + 8],
+        "quotaCredits": None,
         "usedCredits": 0,
         "remainingCredits": 0,
         "creditsPurchased": 0,
         "requestCount": 1,
     }
+
+
+def test_registry_fields_are_always_present_null_when_unset(http: httpx.Client) -> None:
+    """crosscompute.io's registry lists these fields: each is in every answer, JSON null when unset."""
+    agent_id = new_agent_id()
+    registered = register(http, {"agentId": agent_id})
+    assert registered.status_code == 201
+    body = registered.json()
+    assert set(body["account"]) == REGISTRY_ACCOUNT and set(body["key"]) == REGISTRY_KEY
+    assert "quotaCredits" in body["key"] and body["key"]["quotaCredits"] is None
+    headers = {"authorization": f"Bearer {body['apiKey']}"}
+
+    again = register(http, {"agentId": agent_id}).json()
+    assert again["created"] is False and again["apiKey"] is None, "false and null are printed"
+    assert "quotaCredits" in again["key"] and again["key"]["quotaCredits"] is None
+
+    me = http.get("/api/agents/me", headers=headers).json()
+    assert set(me["account"]) == REGISTRY_ACCOUNT and set(me["key"]) == REGISTRY_KEY
+    assert me["account"]["creditsPurchased"] == 0, "zeros are printed"
+    assert "quotaCredits" in me["key"] and me["key"]["quotaCredits"] is None
+    assert (me["key"]["usedCredits"], me["key"]["remainingCredits"], me["key"]["active"]) == (0, 0, True)
+
+    usage = http.get("/api/agents/usage", headers=headers).json()["usage"]
+    assert set(usage) == REGISTRY_USAGE | {"requestCount"}
+    assert "quotaCredits" in usage and usage["quotaCredits"] is None
+    assert (usage["usedCredits"], usage["remainingCredits"], usage["creditsPurchased"]) == (0, 0, 0)
+    assert usage["requestCount"] == 0
+
+
+def test_a_quota_on_an_agents_key_is_shown_as_a_number(http: httpx.Client, gateway: Gateway) -> None:
+    """The API gives agents no way to set a quota; an operator may, in the database."""
+    registered = register(
+        http, {"agentId": new_agent_id(), "name": "Capped", "skillMdUrl": "https://example.com/s.md"}
+    ).json()
+    execute(
+        gateway.settings,
+        [("UPDATE api_keys SET quota_micro = 2500000 WHERE id = :id", {"id": registered["key"]["id"]})],
+    )
+    headers = {"authorization": f"Bearer {registered['apiKey']}"}
+    me = http.get("/api/agents/me", headers=headers).json()
+    assert me["key"]["quotaCredits"] == 2.5
+    assert me["account"]["name"] == "Capped" and me["account"]["skillMdUrl"] == "https://example.com/s.md"
+    assert http.get("/api/agents/usage", headers=headers).json()["usage"]["quotaCredits"] == 2.5
+    updated = register(http, {"agentId": me["account"]["agentId"]}, authorization=headers["authorization"])
+    assert updated.json()["key"]["quotaCredits"] == 2.5
+
+    execute(
+        gateway.settings,
+        [("UPDATE api_keys SET quota_micro = 0 WHERE id = :id", {"id": registered["key"]["id"]})],
+    )
+    me = http.get("/api/agents/me", headers=headers).json()
+    assert me["key"]["quotaCredits"] == 0, "a quota of 0 is a quota, not null"
+    assert http.get("/api/agents/usage", headers=headers).json()["usage"]["quotaCredits"] == 0
 
 
 def test_agent_endpoints_want_an_agent_key(

@@ -108,11 +108,56 @@ def test_keys_are_listed_without_secrets_newest_first(person: Person) -> None:
         "remainingCredits",
         "active",
         "createdAt",
+        "lastUsedAt",
     }
-    assert "quotaCredits" not in keys[1], "no quota: only the balance limits it"
+    assert set(keys[1]) == set(keys[0]), "every key shows every field"
+    assert keys[1]["quotaCredits"] is None, "no quota: only the balance limits it"
     assert keys[1]["remainingCredits"] == SIGNUP_CREDITS
     datetime.fromisoformat(keys[0]["createdAt"].replace("Z", "+00:00"))
     assert secret not in listing.text and new["apiKey"] not in listing.text
+
+
+def test_a_keys_quota_is_null_without_one_and_a_number_with_one_wherever_the_key_is_shown(
+    person: Person,
+) -> None:
+    booted = person.bootstrap()
+    assert "quotaCredits" in booted["key"] and booted["key"]["quotaCredits"] is None
+    assert "lastUsedAt" in booted["key"] and booted["key"]["lastUsedAt"] is None
+    again = person.bootstrap()
+    assert "quotaCredits" in again["key"] and again["key"]["quotaCredits"] is None
+
+    plain = person.post("/api/keys", {"label": "No quota"}).json()["key"]
+    assert "quotaCredits" in plain and plain["quotaCredits"] is None
+    capped = person.post("/api/keys", {"label": "Capped", "quotaCredits": 7.25}).json()["key"]
+    assert capped["quotaCredits"] == 7.25
+    zero = person.post("/api/keys", {"label": "Zero", "quotaCredits": 0}).json()["key"]
+    assert zero["quotaCredits"] == 0 and zero["remainingCredits"] == 0, "a quota of 0 is a quota, not null"
+
+    listed = {key["label"]: key for key in person.get("/api/keys").json()["keys"]}
+    for label in ("Default", "No quota"):
+        assert "quotaCredits" in listed[label] and listed[label]["quotaCredits"] is None, label
+        assert listed[label]["remainingCredits"] == SIGNUP_CREDITS
+    assert listed["Capped"]["quotaCredits"] == 7.25 and listed["Capped"]["remainingCredits"] == 7.25
+    assert listed["Zero"]["quotaCredits"] == 0
+    assert all(key["usedCredits"] == 0 for key in listed.values()), "zeros are printed"
+
+    stopped = person.post(f"/api/keys/{plain['id']}/deactivate").json()["key"]
+    assert "quotaCredits" in stopped and stopped["quotaCredits"] is None
+    assert stopped["active"] is False, "false is printed"
+    stopped = person.post(f"/api/keys/{capped['id']}/deactivate").json()["key"]
+    assert stopped["quotaCredits"] == 7.25
+
+
+def test_me_shows_every_field_before_and_after_bootstrap(person: Person) -> None:
+    """`/api/me` shows no key and no quota: only the account's totals and how many keys it has."""
+    before = person.get("/api/me").json()
+    assert before["bootstrapped"] is False and before["keyCount"] == 0
+    assert set(before["user"]) == {"id", "email"}
+    person.bootstrap()
+    after = person.get("/api/me").json()
+    assert set(after) == {"ok", "user", "bootstrapped", "profile", "account", "keyCount"}
+    assert after["account"]["usedCredits"] == 0 and after["account"]["purchasedCredits"] == 0
+    assert "quotaCredits" not in after["account"], "a quota belongs to a key, not to the account"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +255,8 @@ def test_the_inference_api_refuses_missing_and_unknown_keys(person: Person, gate
 
 def test_using_a_key_records_when_it_was_last_used(person: Person) -> None:
     secret = person.bootstrap()["apiKey"]
-    assert "lastUsedAt" not in person.get("/api/keys").json()["keys"][0]
+    never = person.get("/api/keys").json()["keys"][0]
+    assert "lastUsedAt" in never and never["lastUsedAt"] is None, "never used: JSON null"
     person.openai(secret).models.list()
     used = person.get("/api/keys").json()["keys"][0]
     last_used = datetime.fromisoformat(used["lastUsedAt"].replace("Z", "+00:00"))

@@ -199,7 +199,7 @@ async function loadKeys() {
     const cells = [
       key.label,
       key.prefix,
-      key.quotaCredits === undefined ? "no limit" : credits(key.quotaCredits),
+      key.quotaCredits === null || key.quotaCredits === undefined ? "no limit" : credits(key.quotaCredits),
       credits(key.usedCredits),
       credits(key.remainingCredits),
       when(key.lastUsedAt),

@@ -11,7 +11,7 @@ from crosscompute.v1 import agents_service_pb2_grpc as pb_grpc
 from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 
-from server.api.convert import key_fields, remaining_micro, timestamp
+from server.api.convert import key_fields, quota_credits, remaining_micro, timestamp
 from server.api.http import send_http_status
 from server.api.metadata import bearer_token
 from server.db.repositories.accounts import AccountRow, KeyRow
@@ -115,13 +115,12 @@ class AgentsServicer(pb_grpc.AgentsServiceServicer):
         usage = pb.AgentUsage(
             agent_id=view.agent_id,
             key_prefix=view.key.prefix,
+            quota_credits=quota_credits(view.key),
             used_credits=micro_to_wire(view.key.used_micro),
             remaining_credits=micro_to_wire(remaining_micro(view.key)),
             credits_purchased=micro_to_wire(view.account.purchased_micro),
             request_count=view.request_count,
         )
-        if view.key.quota_micro is not None:
-            usage.quota_credits = micro_to_wire(view.key.quota_micro)
         return pb.GetAgentUsageResponse(ok=True, usage=usage)
 
     async def ListAgentUsageModels(

@@ -1,4 +1,9 @@
-"""Domain rows to protobuf messages (the wire shows credits as JSON numbers)."""
+"""Domain rows to protobuf messages (the wire shows credits as JSON numbers).
+
+A field that may have no value is a `google.protobuf.Value` set to JSON null: Envoy's transcoder
+leaves an unset field out of the JSON, and clients read what crosscompute.io's registry lists as
+always there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from crosscompute.v1 import accounts_service_pb2 as accounts_pb
+from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.db.repositories.accounts import AccountRow, KeyRow, ProfileRow
@@ -19,6 +25,26 @@ def timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
+def nullable_number(value: float | None) -> Value:
+    """A JSON number, or JSON null for None."""
+    return Value(null_value=NULL_VALUE) if value is None else Value(number_value=value)
+
+
+def nullable_text(value: str | None) -> Value:
+    """A JSON string, or JSON null for None or the empty string (both mean "not set")."""
+    return Value(string_value=value) if value else Value(null_value=NULL_VALUE)
+
+
+def nullable_timestamp(value: datetime | None) -> Value:
+    """An RFC 3339 string exactly as a `Timestamp` prints in JSON, or JSON null for None."""
+    return nullable_text(timestamp(value).ToJsonString() if value is not None else None)
+
+
+def quota_credits(key: KeyRow) -> Value:
+    """A key's quota in credits, or JSON null when only the account balance limits it."""
+    return nullable_number(None if key.quota_micro is None else micro_to_wire(key.quota_micro))
+
+
 def remaining_micro(key: KeyRow) -> int:
     """What a key may still spend: its quota left, capped by the account balance."""
     if key.quota_micro is None:
@@ -28,24 +54,23 @@ def remaining_micro(key: KeyRow) -> int:
 
 def key_fields(key: KeyRow) -> dict[str, Any]:
     """The fields a person's `ApiKey` and an agent's `AgentKey` share."""
-    fields: dict[str, Any] = {
+    return {
         "id": key.id,
         "label": key.label,
         "prefix": key.prefix,
+        "quota_credits": quota_credits(key),
         "used_credits": micro_to_wire(key.used_micro),
         "remaining_credits": micro_to_wire(remaining_micro(key)),
         "active": key.active,
     }
-    if key.quota_micro is not None:
-        fields["quota_credits"] = micro_to_wire(key.quota_micro)
-    return fields
 
 
 def api_key(key: KeyRow) -> accounts_pb.ApiKey:
-    message = accounts_pb.ApiKey(**key_fields(key), created_at=timestamp(key.created_at))
-    if key.last_used_at is not None:
-        message.last_used_at.CopyFrom(timestamp(key.last_used_at))
-    return message
+    return accounts_pb.ApiKey(
+        **key_fields(key),
+        created_at=timestamp(key.created_at),
+        last_used_at=nullable_timestamp(key.last_used_at),
+    )
 
 
 def account(row: AccountRow) -> accounts_pb.Account:

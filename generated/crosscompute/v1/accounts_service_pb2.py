@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&crosscompute/v1/accounts_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"o\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61lance_credits\x18\x03 \x01(\x01\x12\x17\n\x0fgranted_credits\x18\x04 \x01(\x01\x12\x19\n\x11purchased_credits\x18\x05 \x01(\x01\x12\x14\n\x0cused_credits\x18\x06 \x01(\x01\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x1a\n\rquota_credits\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cused_credits\x18\x05 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x06 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_quota_credits\"\x0e\n\x0cGetMeRequest\"\xbf\x01\n\rGetMeResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12#\n\x04user\x18\x02 \x01(\x0b\x32\x15.crosscompute.v1.User\x12\x14\n\x0c\x62ootstrapped\x18\x03 \x01(\x08\x12)\n\x07profile\x18\x04 \x01(\x0b\x32\x18.crosscompute.v1.Profile\x12)\n\x07\x61\x63\x63ount\x18\x05 \x01(\x0b\x32\x18.crosscompute.v1.Account\x12\x11\n\tkey_count\x18\x06 \x01(\x05\"\x19\n\x17\x42ootstrapAccountRequest\"\xd5\x01\n\x18\x42ootstrapAccountResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x07profile\x18\x03 \x01(\x0b\x32\x18.crosscompute.v1.Profile\x12)\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x18.crosscompute.v1.Account\x12$\n\x03key\x18\x05 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\x12\x14\n\x07\x61pi_key\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_api_key\"\x14\n\x12ListApiKeysRequest\"H\n\x13ListApiKeysResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x04keys\x18\x02 \x03(\x0b\x32\x17.crosscompute.v1.ApiKey\"R\n\x13\x43reateApiKeyRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x1a\n\rquota_credits\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_quota_credits\"Y\n\x14\x43reateApiKeyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"%\n\x17\x44\x65\x61\x63tivateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x18\x44\x65\x61\x63tivateApiKeyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\"4\n\x16GetAccountUsageRequest\x12\x11\n\x04\x64\x61ys\x18\x01 \x01(\x05H\x00\x88\x01\x01\x42\x07\n\x05_days\"b\n\x0bUsageTotals\x12\x0f\n\x07\x63redits\x18\x01 \x01(\x01\x12\x15\n\rrequest_count\x18\x02 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x01\x12\x15\n\routput_tokens\x18\x04 \x01(\x01\"o\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63redits\x18\x02 \x01(\x01\x12\x15\n\rrequest_count\x18\x03 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x01\x12\x15\n\routput_tokens\x18\x05 \x01(\x01\"\xa9\x01\n\x0eKeyUsageSeries\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12,\n\x06totals\x18\x05 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x06 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\"\x8d\x01\n\x10ModelUsageSeries\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x06totals\x18\x03 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x04 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\"\xb2\x02\n\x17GetAccountUsageResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x12\n\nstart_date\x18\x03 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61lance_credits\x18\x05 \x01(\x01\x12,\n\x06totals\x18\x06 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x07 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\x12/\n\x06\x62y_key\x18\x08 \x03(\x0b\x32\x1f.crosscompute.v1.KeyUsageSeries\x12\x33\n\x08\x62y_model\x18\t \x03(\x0b\x32!.crosscompute.v1.ModelUsageSeries2\xe1\x05\n\x0f\x41\x63\x63ountsService\x12W\n\x05GetMe\x12\x1d.crosscompute.v1.GetMeRequest\x1a\x1e.crosscompute.v1.GetMeResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/api/me\x12\x8a\x01\n\x10\x42ootstrapAccount\x12(.crosscompute.v1.BootstrapAccountRequest\x1a).crosscompute.v1.BootstrapAccountResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/bootstrap-account:\x01*\x12k\n\x0bListApiKeys\x12#.crosscompute.v1.ListApiKeysRequest\x1a$.crosscompute.v1.ListApiKeysResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api/keys\x12q\n\x0c\x43reateApiKey\x12$.crosscompute.v1.CreateApiKeyRequest\x1a%.crosscompute.v1.CreateApiKeyResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/keys:\x01*\x12\x8d\x01\n\x10\x44\x65\x61\x63tivateApiKey\x12(.crosscompute.v1.DeactivateApiKeyRequest\x1a).crosscompute.v1.DeactivateApiKeyResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/keys/{id}/deactivate:\x01*\x12x\n\x0fGetAccountUsage\x12\'.crosscompute.v1.GetAccountUsageRequest\x1a(.crosscompute.v1.GetAccountUsageResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/api/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&crosscompute/v1/accounts_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"o\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61lance_credits\x18\x03 \x01(\x01\x12\x17\n\x0fgranted_credits\x18\x04 \x01(\x01\x12\x19\n\x11purchased_credits\x18\x05 \x01(\x01\x12\x14\n\x0cused_credits\x18\x06 \x01(\x01\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12-\n\rquota_credits\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x0cused_credits\x18\x05 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x06 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0clast_used_at\x18\x0b \x01(\x0b\x32\x16.google.protobuf.ValueJ\x04\x08\x04\x10\x05J\x04\x08\t\x10\n\"\x0e\n\x0cGetMeRequest\"\xbf\x01\n\rGetMeResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12#\n\x04user\x18\x02 \x01(\x0b\x32\x15.crosscompute.v1.User\x12\x14\n\x0c\x62ootstrapped\x18\x03 \x01(\x08\x12)\n\x07profile\x18\x04 \x01(\x0b\x32\x18.crosscompute.v1.Profile\x12)\n\x07\x61\x63\x63ount\x18\x05 \x01(\x0b\x32\x18.crosscompute.v1.Account\x12\x11\n\tkey_count\x18\x06 \x01(\x05\"\x19\n\x17\x42ootstrapAccountRequest\"\xd5\x01\n\x18\x42ootstrapAccountResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x07profile\x18\x03 \x01(\x0b\x32\x18.crosscompute.v1.Profile\x12)\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x18.crosscompute.v1.Account\x12$\n\x03key\x18\x05 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\x12\x14\n\x07\x61pi_key\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_api_key\"\x14\n\x12ListApiKeysRequest\"H\n\x13ListApiKeysResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x04keys\x18\x02 \x03(\x0b\x32\x17.crosscompute.v1.ApiKey\"R\n\x13\x43reateApiKeyRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x1a\n\rquota_credits\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_quota_credits\"Y\n\x14\x43reateApiKeyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"%\n\x17\x44\x65\x61\x63tivateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x18\x44\x65\x61\x63tivateApiKeyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.crosscompute.v1.ApiKey\"4\n\x16GetAccountUsageRequest\x12\x11\n\x04\x64\x61ys\x18\x01 \x01(\x05H\x00\x88\x01\x01\x42\x07\n\x05_days\"b\n\x0bUsageTotals\x12\x0f\n\x07\x63redits\x18\x01 \x01(\x01\x12\x15\n\rrequest_count\x18\x02 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x01\x12\x15\n\routput_tokens\x18\x04 \x01(\x01\"o\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63redits\x18\x02 \x01(\x01\x12\x15\n\rrequest_count\x18\x03 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x01\x12\x15\n\routput_tokens\x18\x05 \x01(\x01\"\xa9\x01\n\x0eKeyUsageSeries\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12,\n\x06totals\x18\x05 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x06 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\"\x8d\x01\n\x10ModelUsageSeries\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x06totals\x18\x03 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x04 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\"\xb2\x02\n\x17GetAccountUsageResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x12\n\nstart_date\x18\x03 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61lance_credits\x18\x05 \x01(\x01\x12,\n\x06totals\x18\x06 \x01(\x0b\x32\x1c.crosscompute.v1.UsageTotals\x12*\n\x05\x64\x61ily\x18\x07 \x03(\x0b\x32\x1b.crosscompute.v1.DailyUsage\x12/\n\x06\x62y_key\x18\x08 \x03(\x0b\x32\x1f.crosscompute.v1.KeyUsageSeries\x12\x33\n\x08\x62y_model\x18\t \x03(\x0b\x32!.crosscompute.v1.ModelUsageSeries2\xe1\x05\n\x0f\x41\x63\x63ountsService\x12W\n\x05GetMe\x12\x1d.crosscompute.v1.GetMeRequest\x1a\x1e.crosscompute.v1.GetMeResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/api/me\x12\x8a\x01\n\x10\x42ootstrapAccount\x12(.crosscompute.v1.BootstrapAccountRequest\x1a).crosscompute.v1.BootstrapAccountResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/bootstrap-account:\x01*\x12k\n\x0bListApiKeys\x12#.crosscompute.v1.ListApiKeysRequest\x1a$.crosscompute.v1.ListApiKeysResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api/keys\x12q\n\x0c\x43reateApiKey\x12$.crosscompute.v1.CreateApiKeyRequest\x1a%.crosscompute.v1.CreateApiKeyResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/keys:\x01*\x12\x8d\x01\n\x10\x44\x65\x61\x63tivateApiKey\x12(.crosscompute.v1.DeactivateApiKeyRequest\x1a).crosscompute.v1.DeactivateApiKeyResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/keys/{id}/deactivate:\x01*\x12x\n\x0fGetAccountUsage\x12\'.crosscompute.v1.GetAccountUsageRequest\x1a(.crosscompute.v1.GetAccountUsageResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/api/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,46 +46,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSSERVICE'].methods_by_name['DeactivateApiKey']._serialized_options = b'\202\323\344\223\002\036\"\031/api/keys/{id}/deactivate:\001*'
   _globals['_ACCOUNTSSERVICE'].methods_by_name['GetAccountUsage']._loaded_options = None
   _globals['_ACCOUNTSSERVICE'].methods_by_name['GetAccountUsage']._serialized_options = b'\202\323\344\223\002\014\022\n/api/usage'
-  _globals['_USER']._serialized_start=122
-  _globals['_USER']._serialized_end=155
-  _globals['_PROFILE']._serialized_start=157
-  _globals['_PROFILE']._serialized_end=268
-  _globals['_ACCOUNT']._serialized_start=271
-  _globals['_ACCOUNT']._serialized_end=453
-  _globals['_APIKEY']._serialized_start=456
-  _globals['_APIKEY']._serialized_end=716
-  _globals['_GETMEREQUEST']._serialized_start=718
-  _globals['_GETMEREQUEST']._serialized_end=732
-  _globals['_GETMERESPONSE']._serialized_start=735
-  _globals['_GETMERESPONSE']._serialized_end=926
-  _globals['_BOOTSTRAPACCOUNTREQUEST']._serialized_start=928
-  _globals['_BOOTSTRAPACCOUNTREQUEST']._serialized_end=953
-  _globals['_BOOTSTRAPACCOUNTRESPONSE']._serialized_start=956
-  _globals['_BOOTSTRAPACCOUNTRESPONSE']._serialized_end=1169
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1171
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1191
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1193
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1265
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1267
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1349
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1351
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1440
-  _globals['_DEACTIVATEAPIKEYREQUEST']._serialized_start=1442
-  _globals['_DEACTIVATEAPIKEYREQUEST']._serialized_end=1479
-  _globals['_DEACTIVATEAPIKEYRESPONSE']._serialized_start=1481
-  _globals['_DEACTIVATEAPIKEYRESPONSE']._serialized_end=1557
-  _globals['_GETACCOUNTUSAGEREQUEST']._serialized_start=1559
-  _globals['_GETACCOUNTUSAGEREQUEST']._serialized_end=1611
-  _globals['_USAGETOTALS']._serialized_start=1613
-  _globals['_USAGETOTALS']._serialized_end=1711
-  _globals['_DAILYUSAGE']._serialized_start=1713
-  _globals['_DAILYUSAGE']._serialized_end=1824
-  _globals['_KEYUSAGESERIES']._serialized_start=1827
-  _globals['_KEYUSAGESERIES']._serialized_end=1996
-  _globals['_MODELUSAGESERIES']._serialized_start=1999
-  _globals['_MODELUSAGESERIES']._serialized_end=2140
-  _globals['_GETACCOUNTUSAGERESPONSE']._serialized_start=2143
-  _globals['_GETACCOUNTUSAGERESPONSE']._serialized_end=2449
-  _globals['_ACCOUNTSSERVICE']._serialized_start=2452
-  _globals['_ACCOUNTSSERVICE']._serialized_end=3189
+  _globals['_USER']._serialized_start=152
+  _globals['_USER']._serialized_end=185
+  _globals['_PROFILE']._serialized_start=187
+  _globals['_PROFILE']._serialized_end=298
+  _globals['_ACCOUNT']._serialized_start=301
+  _globals['_ACCOUNT']._serialized_end=483
+  _globals['_APIKEY']._serialized_start=486
+  _globals['_APIKEY']._serialized_end=755
+  _globals['_GETMEREQUEST']._serialized_start=757
+  _globals['_GETMEREQUEST']._serialized_end=771
+  _globals['_GETMERESPONSE']._serialized_start=774
+  _globals['_GETMERESPONSE']._serialized_end=965
+  _globals['_BOOTSTRAPACCOUNTREQUEST']._serialized_start=967
+  _globals['_BOOTSTRAPACCOUNTREQUEST']._serialized_end=992
+  _globals['_BOOTSTRAPACCOUNTRESPONSE']._serialized_start=995
+  _globals['_BOOTSTRAPACCOUNTRESPONSE']._serialized_end=1208
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1210
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1230
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1232
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1304
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1306
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1388
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1390
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1479
+  _globals['_DEACTIVATEAPIKEYREQUEST']._serialized_start=1481
+  _globals['_DEACTIVATEAPIKEYREQUEST']._serialized_end=1518
+  _globals['_DEACTIVATEAPIKEYRESPONSE']._serialized_start=1520
+  _globals['_DEACTIVATEAPIKEYRESPONSE']._serialized_end=1596
+  _globals['_GETACCOUNTUSAGEREQUEST']._serialized_start=1598
+  _globals['_GETACCOUNTUSAGEREQUEST']._serialized_end=1650
+  _globals['_USAGETOTALS']._serialized_start=1652
+  _globals['_USAGETOTALS']._serialized_end=1750
+  _globals['_DAILYUSAGE']._serialized_start=1752
+  _globals['_DAILYUSAGE']._serialized_end=1863
+  _globals['_KEYUSAGESERIES']._serialized_start=1866
+  _globals['_KEYUSAGESERIES']._serialized_end=2035
+  _globals['_MODELUSAGESERIES']._serialized_start=2038
+  _globals['_MODELUSAGESERIES']._serialized_end=2179
+  _globals['_GETACCOUNTUSAGERESPONSE']._serialized_start=2182
+  _globals['_GETACCOUNTUSAGERESPONSE']._serialized_end=2488
+  _globals['_ACCOUNTSSERVICE']._serialized_start=2491
+  _globals['_ACCOUNTSSERVICE']._serialized_end=3228
 # @@protoc_insertion_point(module_scope)

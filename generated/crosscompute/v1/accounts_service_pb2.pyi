@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -131,7 +132,9 @@ Global___Account: _TypeAlias = Account  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):
-    """ApiKey describes an API key without its secret."""
+    """ApiKey describes an API key without its secret. Every field is always in the JSON: the
+    nullable ones are `google.protobuf.Value`s that hold JSON null when there is nothing to show.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -150,8 +153,6 @@ class ApiKey(_message.Message):
     """A label the owner chose, for example `Production`."""
     prefix: _builtins.str
     """The key's first characters, enough to recognise it (for example `cc_live_AbC123`)."""
-    quota_credits: _builtins.float
-    """The most this key may spend, in credits; absent when only the account balance limits it."""
     used_credits: _builtins.float
     """Credits this key has spent."""
     remaining_credits: _builtins.float
@@ -159,12 +160,21 @@ class ApiKey(_message.Message):
     active: _builtins.bool
     """Whether the key still works."""
     @_builtins.property
+    def quota_credits(self) -> _struct_pb2.Value:
+        """The most this key may spend, in credits: a number (`number_value`), or null (`null_value`)
+        when only the account balance limits the key. The server always sets it.
+        """
+
+    @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the key was created."""
 
     @_builtins.property
-    def last_used_at(self) -> _timestamp_pb2.Timestamp:
-        """When the key was last used; absent when never."""
+    def last_used_at(self) -> _struct_pb2.Value:
+        """When the key was last used: an RFC 3339 UTC string (`string_value`, written the way a
+        `google.protobuf.Timestamp` prints, e.g. `2025-01-31T12:00:00Z`), or null (`null_value`) when
+        never. The server always sets it.
+        """
 
     def __init__(
         self,
@@ -172,20 +182,18 @@ class ApiKey(_message.Message):
         id: _builtins.str = ...,
         label: _builtins.str = ...,
         prefix: _builtins.str = ...,
-        quota_credits: _builtins.float | None = ...,
+        quota_credits: _struct_pb2.Value | None = ...,
         used_credits: _builtins.float = ...,
         remaining_credits: _builtins.float = ...,
         active: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
-        last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        last_used_at: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "created_at", b"created_at", "last_used_at", b"last_used_at", "quota_credits", b"quota_credits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_used_at", b"last_used_at", "quota_credits", b"quota_credits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "active", b"active", "created_at", b"created_at", "id", b"id", "label", b"label", "last_used_at", b"last_used_at", "prefix", b"prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "used_credits", b"used_credits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "id", b"id", "label", b"label", "last_used_at", b"last_used_at", "prefix", b"prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "used_credits", b"used_credits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__quota_credits: _TypeAlias = _typing.Literal["quota_credits"]  # noqa: Y015
-    _WhichOneofArgType__quota_credits: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_credits) -> _WhichOneofReturnType__quota_credits | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
 

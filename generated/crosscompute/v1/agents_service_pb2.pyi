@@ -61,7 +61,7 @@ Global___AgentAccount: _TypeAlias = AgentAccount  # noqa: Y015
 
 @_typing.final
 class AgentKey(_message.Message):
-    """AgentKey is an agent's API key without its secret."""
+    """AgentKey is an agent's API key without its secret. Every field is always in the JSON."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -78,32 +78,34 @@ class AgentKey(_message.Message):
     """The key's label."""
     prefix: _builtins.str
     """The key's first characters (for example `cc_agent_AbC123`)."""
-    quota_credits: _builtins.float
-    """The most this key may spend, in credits; absent when only the balance limits it."""
     used_credits: _builtins.float
     """Credits this key has spent."""
     remaining_credits: _builtins.float
     """Credits this key may still spend."""
     active: _builtins.bool
     """Whether the key still works."""
+    @_builtins.property
+    def quota_credits(self) -> _struct_pb2.Value:
+        """The most this key may spend, in credits: a number (`number_value`), or null (`null_value`)
+        when only the account balance limits the key. The server always sets it.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         label: _builtins.str = ...,
         prefix: _builtins.str = ...,
-        quota_credits: _builtins.float | None = ...,
+        quota_credits: _struct_pb2.Value | None = ...,
         used_credits: _builtins.float = ...,
         remaining_credits: _builtins.float = ...,
         active: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "quota_credits", b"quota_credits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quota_credits", b"quota_credits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "active", b"active", "id", b"id", "label", b"label", "prefix", b"prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "used_credits", b"used_credits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "id", b"id", "label", b"label", "prefix", b"prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "used_credits", b"used_credits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__quota_credits: _TypeAlias = _typing.Literal["quota_credits"]  # noqa: Y015
-    _WhichOneofArgType__quota_credits: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_credits) -> _WhichOneofReturnType__quota_credits | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentKey: _TypeAlias = AgentKey  # noqa: Y015
 
@@ -251,7 +253,7 @@ Global___GetAgentUsageRequest: _TypeAlias = GetAgentUsageRequest  # noqa: Y015
 
 @_typing.final
 class AgentUsage(_message.Message):
-    """AgentUsage is a snapshot of an agent's credits and requests."""
+    """AgentUsage is a snapshot of an agent's credits and requests. Every field is always in the JSON."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -266,8 +268,6 @@ class AgentUsage(_message.Message):
     """The agent's chosen id."""
     key_prefix: _builtins.str
     """The prefix of the key the call was made with."""
-    quota_credits: _builtins.float
-    """The key's quota in credits; absent when only the balance limits it."""
     used_credits: _builtins.float
     """Credits the key has spent."""
     remaining_credits: _builtins.float
@@ -276,24 +276,28 @@ class AgentUsage(_message.Message):
     """Credits the agent has bought."""
     request_count: _builtins.int
     """Inference requests made with the key."""
+    @_builtins.property
+    def quota_credits(self) -> _struct_pb2.Value:
+        """The key's quota in credits: a number (`number_value`), or null (`null_value`) when only the
+        account balance limits the key. The server always sets it.
+        """
+
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
         key_prefix: _builtins.str = ...,
-        quota_credits: _builtins.float | None = ...,
+        quota_credits: _struct_pb2.Value | None = ...,
         used_credits: _builtins.float = ...,
         remaining_credits: _builtins.float = ...,
         credits_purchased: _builtins.float = ...,
         request_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "quota_credits", b"quota_credits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quota_credits", b"quota_credits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits", "agent_id", b"agent_id", "credits_purchased", b"credits_purchased", "key_prefix", b"key_prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "request_count", b"request_count", "used_credits", b"used_credits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "credits_purchased", b"credits_purchased", "key_prefix", b"key_prefix", "quota_credits", b"quota_credits", "remaining_credits", b"remaining_credits", "request_count", b"request_count", "used_credits", b"used_credits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__quota_credits: _TypeAlias = _typing.Literal["quota_credits"]  # noqa: Y015
-    _WhichOneofArgType__quota_credits: _TypeAlias = _typing.Literal["_quota_credits", b"_quota_credits"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_credits) -> _WhichOneofReturnType__quota_credits | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentUsage: _TypeAlias = AgentUsage  # noqa: Y015
 
