@@ -79,7 +79,8 @@ def test_only_the_agents_own_key_updates_it(http: httpx.Client) -> None:
     assert updated.status_code == 200
     assert updated.json()["account"]["name"] == "Renamed"
     me = http.get("/api/agents/me", headers={"authorization": f"Bearer {key}"}).json()
-    assert me["account"]["name"] == "Renamed" and me["account"]["skillMdUrl"] == ""
+    assert me["account"]["name"] == "Renamed"
+    assert "skillMdUrl" in me["account"] and me["account"]["skillMdUrl"] is None, "never set: JSON null"
 
 
 @pytest.mark.parametrize(
@@ -111,6 +112,7 @@ def test_an_agent_reads_its_account_and_usage_and_calls_the_simulator(
     assert me.status_code == 200
     assert set(me.json()["account"]) == {"id", "agentId", "name", "skillMdUrl", "creditsPurchased"}
     assert set(me.json()["key"]) == REGISTRY_KEY
+    assert me.json()["account"]["skillMdUrl"] is None
 
     client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key, max_retries=0)
     answer = client.chat.completions.create(
@@ -138,15 +140,20 @@ def test_registry_fields_are_always_present_null_when_unset(http: httpx.Client) 
     assert registered.status_code == 201
     body = registered.json()
     assert set(body["account"]) == REGISTRY_ACCOUNT and set(body["key"]) == REGISTRY_KEY
+    assert "name" in body["account"] and body["account"]["name"] is None
+    assert "skillMdUrl" in body["account"] and body["account"]["skillMdUrl"] is None
     assert "quotaCredits" in body["key"] and body["key"]["quotaCredits"] is None
     headers = {"authorization": f"Bearer {body['apiKey']}"}
 
     again = register(http, {"agentId": agent_id}).json()
     assert again["created"] is False and again["apiKey"] is None, "false and null are printed"
+    assert "name" in again["account"] and again["account"]["name"] is None
     assert "quotaCredits" in again["key"] and again["key"]["quotaCredits"] is None
 
     me = http.get("/api/agents/me", headers=headers).json()
     assert set(me["account"]) == REGISTRY_ACCOUNT and set(me["key"]) == REGISTRY_KEY
+    assert "name" in me["account"] and me["account"]["name"] is None
+    assert "skillMdUrl" in me["account"] and me["account"]["skillMdUrl"] is None
     assert me["account"]["creditsPurchased"] == 0, "zeros are printed"
     assert "quotaCredits" in me["key"] and me["key"]["quotaCredits"] is None
     assert (me["key"]["usedCredits"], me["key"]["remainingCredits"], me["key"]["active"]) == (0, 0, True)

@@ -11,7 +11,7 @@ from crosscompute.v1 import agents_service_pb2_grpc as pb_grpc
 from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 
-from server.api.convert import key_fields, quota_credits, remaining_micro, timestamp
+from server.api.convert import key_fields, nullable_text, quota_credits, remaining_micro, timestamp
 from server.api.http import send_http_status
 from server.api.metadata import bearer_token
 from server.db.repositories.accounts import AccountRow, KeyRow
@@ -32,11 +32,12 @@ def agent_key(key: KeyRow) -> pb.AgentKey:
 
 
 def agent_account(account: AccountRow, name: str, skill_md_url: str) -> pb.AgentAccount:
+    """The agent's account; an empty name or URL (never set) is JSON null."""
     return pb.AgentAccount(
         id=account.id,
         agent_id=account.external_id,
-        name=name,
-        skill_md_url=skill_md_url,
+        name=nullable_text(name),
+        skill_md_url=nullable_text(skill_md_url),
         credits_purchased=micro_to_wire(account.purchased_micro),
     )
 

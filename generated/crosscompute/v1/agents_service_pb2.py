@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crosscompute/v1/agents_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"k\n\x0c\x41gentAccount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0cskill_md_url\x18\x04 \x01(\t\x12\x19\n\x11\x63redits_purchased\x18\x05 \x01(\x01\"\xab\x01\n\x08\x41gentKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12-\n\rquota_credits\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x0cused_credits\x18\x05 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x06 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08J\x04\x08\x04\x10\x05\"L\n\x14RegisterAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cskill_md_url\x18\x03 \x01(\t\"\xb5\x01\n\x15RegisterAgentResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x04 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\x12\'\n\x07\x61pi_key\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"\x18\n\x16GetCurrentAgentRequest\"}\n\x17GetCurrentAgentResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x03 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\"\x16\n\x14GetAgentUsageRequest\"\xca\x01\n\nAgentUsage\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12-\n\rquota_credits\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x0cused_credits\x18\x04 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x05 \x01(\x01\x12\x19\n\x11\x63redits_purchased\x18\x06 \x01(\x01\x12\x15\n\rrequest_count\x18\x07 \x01(\x05J\x04\x08\x03\x10\x04\"O\n\x15GetAgentUsageResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x05usage\x18\x02 \x01(\x0b\x32\x1b.crosscompute.v1.AgentUsage\")\n\x13TopUpCreditsRequest\x12\x12\n\namount_usd\x18\x01 \x01(\t\"i\n\x05TopUp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\namount_usd\x18\x02 \x01(\t\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x01\x12\x0f\n\x07tx_hash\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\r\n\x05payer\x18\x06 \x01(\t\"\xa1\x01\n\x14TopUpCreditsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x05topup\x18\x02 \x01(\x0b\x32\x16.crosscompute.v1.TopUp\x12.\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x04 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\"\x1d\n\x1bListAgentUsageModelsRequest\"\xec\x01\n\nModelUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x01\x12\x15\n\routput_tokens\x18\x04 \x01(\x01\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x01\x12\x15\n\rrequest_count\x18\x06 \x01(\r\x12\x33\n\x0flast_request_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x1cListAgentUsageModelsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.crosscompute.v1.ModelUsage\"\x16\n\x14GetAgentSkillRequest\";\n\x15GetAgentSkillResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\xa1\x06\n\rAgentsService\x12\x7f\n\rRegisterAgent\x12%.crosscompute.v1.RegisterAgentRequest\x1a&.crosscompute.v1.RegisterAgentResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/api/agents/register:\x01*\x12|\n\x0fGetCurrentAgent\x12\'.crosscompute.v1.GetCurrentAgentRequest\x1a(.crosscompute.v1.GetCurrentAgentResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/agents/me\x12y\n\rGetAgentUsage\x12%.crosscompute.v1.GetAgentUsageRequest\x1a&.crosscompute.v1.GetAgentUsageResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/agents/usage\x12\x95\x01\n\x14ListAgentUsageModels\x12,.crosscompute.v1.ListAgentUsageModelsRequest\x1a-.crosscompute.v1.ListAgentUsageModelsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/agents/usage-models\x12\x82\x01\n\rGetAgentSkill\x12%.crosscompute.v1.GetAgentSkillRequest\x1a&.crosscompute.v1.GetAgentSkillResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x14/api/agents/skill-mdb\x04\x62ody\x12y\n\x0cTopUpCredits\x12$.crosscompute.v1.TopUpCreditsRequest\x1a%.crosscompute.v1.TopUpCreditsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/agents/topup:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crosscompute/v1/agents_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xa7\x01\n\x0c\x41gentAccount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12$\n\x04name\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\x0cskill_md_url\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x19\n\x11\x63redits_purchased\x18\x05 \x01(\x01J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"\xab\x01\n\x08\x41gentKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12-\n\rquota_credits\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x0cused_credits\x18\x05 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x06 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08J\x04\x08\x04\x10\x05\"L\n\x14RegisterAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cskill_md_url\x18\x03 \x01(\t\"\xb5\x01\n\x15RegisterAgentResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x04 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\x12\'\n\x07\x61pi_key\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"\x18\n\x16GetCurrentAgentRequest\"}\n\x17GetCurrentAgentResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x03 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\"\x16\n\x14GetAgentUsageRequest\"\xca\x01\n\nAgentUsage\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12-\n\rquota_credits\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x0cused_credits\x18\x04 \x01(\x01\x12\x19\n\x11remaining_credits\x18\x05 \x01(\x01\x12\x19\n\x11\x63redits_purchased\x18\x06 \x01(\x01\x12\x15\n\rrequest_count\x18\x07 \x01(\x05J\x04\x08\x03\x10\x04\"O\n\x15GetAgentUsageResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x05usage\x18\x02 \x01(\x0b\x32\x1b.crosscompute.v1.AgentUsage\")\n\x13TopUpCreditsRequest\x12\x12\n\namount_usd\x18\x01 \x01(\t\"i\n\x05TopUp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\namount_usd\x18\x02 \x01(\t\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x01\x12\x0f\n\x07tx_hash\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\r\n\x05payer\x18\x06 \x01(\t\"\xa1\x01\n\x14TopUpCreditsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x05topup\x18\x02 \x01(\x0b\x32\x16.crosscompute.v1.TopUp\x12.\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x1d.crosscompute.v1.AgentAccount\x12&\n\x03key\x18\x04 \x01(\x0b\x32\x19.crosscompute.v1.AgentKey\"\x1d\n\x1bListAgentUsageModelsRequest\"\xec\x01\n\nModelUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x01\x12\x15\n\routput_tokens\x18\x04 \x01(\x01\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x01\x12\x15\n\rrequest_count\x18\x06 \x01(\r\x12\x33\n\x0flast_request_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x1cListAgentUsageModelsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.crosscompute.v1.ModelUsage\"\x16\n\x14GetAgentSkillRequest\";\n\x15GetAgentSkillResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\xa1\x06\n\rAgentsService\x12\x7f\n\rRegisterAgent\x12%.crosscompute.v1.RegisterAgentRequest\x1a&.crosscompute.v1.RegisterAgentResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/api/agents/register:\x01*\x12|\n\x0fGetCurrentAgent\x12\'.crosscompute.v1.GetCurrentAgentRequest\x1a(.crosscompute.v1.GetCurrentAgentResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/agents/me\x12y\n\rGetAgentUsage\x12%.crosscompute.v1.GetAgentUsageRequest\x1a&.crosscompute.v1.GetAgentUsageResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/agents/usage\x12\x95\x01\n\x14ListAgentUsageModels\x12,.crosscompute.v1.ListAgentUsageModelsRequest\x1a-.crosscompute.v1.ListAgentUsageModelsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/agents/usage-models\x12\x82\x01\n\rGetAgentSkill\x12%.crosscompute.v1.GetAgentSkillRequest\x1a&.crosscompute.v1.GetAgentSkillResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x14/api/agents/skill-mdb\x04\x62ody\x12y\n\x0cTopUpCredits\x12$.crosscompute.v1.TopUpCreditsRequest\x1a%.crosscompute.v1.TopUpCreditsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/agents/topup:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,40 +47,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSSERVICE'].methods_by_name['GetAgentSkill']._serialized_options = b'\202\323\344\223\002\034\022\024/api/agents/skill-mdb\004body'
   _globals['_AGENTSSERVICE'].methods_by_name['TopUpCredits']._loaded_options = None
   _globals['_AGENTSSERVICE'].methods_by_name['TopUpCredits']._serialized_options = b'\202\323\344\223\002\026\"\021/api/agents/topup:\001*'
-  _globals['_AGENTACCOUNT']._serialized_start=177
-  _globals['_AGENTACCOUNT']._serialized_end=284
-  _globals['_AGENTKEY']._serialized_start=287
-  _globals['_AGENTKEY']._serialized_end=458
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=460
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=536
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=539
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=720
-  _globals['_GETCURRENTAGENTREQUEST']._serialized_start=722
-  _globals['_GETCURRENTAGENTREQUEST']._serialized_end=746
-  _globals['_GETCURRENTAGENTRESPONSE']._serialized_start=748
-  _globals['_GETCURRENTAGENTRESPONSE']._serialized_end=873
-  _globals['_GETAGENTUSAGEREQUEST']._serialized_start=875
-  _globals['_GETAGENTUSAGEREQUEST']._serialized_end=897
-  _globals['_AGENTUSAGE']._serialized_start=900
-  _globals['_AGENTUSAGE']._serialized_end=1102
-  _globals['_GETAGENTUSAGERESPONSE']._serialized_start=1104
-  _globals['_GETAGENTUSAGERESPONSE']._serialized_end=1183
-  _globals['_TOPUPCREDITSREQUEST']._serialized_start=1185
-  _globals['_TOPUPCREDITSREQUEST']._serialized_end=1226
-  _globals['_TOPUP']._serialized_start=1228
-  _globals['_TOPUP']._serialized_end=1333
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=1336
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=1497
-  _globals['_LISTAGENTUSAGEMODELSREQUEST']._serialized_start=1499
-  _globals['_LISTAGENTUSAGEMODELSREQUEST']._serialized_end=1528
-  _globals['_MODELUSAGE']._serialized_start=1531
-  _globals['_MODELUSAGE']._serialized_end=1767
-  _globals['_LISTAGENTUSAGEMODELSRESPONSE']._serialized_start=1769
-  _globals['_LISTAGENTUSAGEMODELSRESPONSE']._serialized_end=1855
-  _globals['_GETAGENTSKILLREQUEST']._serialized_start=1857
-  _globals['_GETAGENTSKILLREQUEST']._serialized_end=1879
-  _globals['_GETAGENTSKILLRESPONSE']._serialized_start=1881
-  _globals['_GETAGENTSKILLRESPONSE']._serialized_end=1940
-  _globals['_AGENTSSERVICE']._serialized_start=1943
-  _globals['_AGENTSSERVICE']._serialized_end=2744
+  _globals['_AGENTACCOUNT']._serialized_start=178
+  _globals['_AGENTACCOUNT']._serialized_end=345
+  _globals['_AGENTKEY']._serialized_start=348
+  _globals['_AGENTKEY']._serialized_end=519
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=521
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=597
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=600
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=781
+  _globals['_GETCURRENTAGENTREQUEST']._serialized_start=783
+  _globals['_GETCURRENTAGENTREQUEST']._serialized_end=807
+  _globals['_GETCURRENTAGENTRESPONSE']._serialized_start=809
+  _globals['_GETCURRENTAGENTRESPONSE']._serialized_end=934
+  _globals['_GETAGENTUSAGEREQUEST']._serialized_start=936
+  _globals['_GETAGENTUSAGEREQUEST']._serialized_end=958
+  _globals['_AGENTUSAGE']._serialized_start=961
+  _globals['_AGENTUSAGE']._serialized_end=1163
+  _globals['_GETAGENTUSAGERESPONSE']._serialized_start=1165
+  _globals['_GETAGENTUSAGERESPONSE']._serialized_end=1244
+  _globals['_TOPUPCREDITSREQUEST']._serialized_start=1246
+  _globals['_TOPUPCREDITSREQUEST']._serialized_end=1287
+  _globals['_TOPUP']._serialized_start=1289
+  _globals['_TOPUP']._serialized_end=1394
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=1397
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=1558
+  _globals['_LISTAGENTUSAGEMODELSREQUEST']._serialized_start=1560
+  _globals['_LISTAGENTUSAGEMODELSREQUEST']._serialized_end=1589
+  _globals['_MODELUSAGE']._serialized_start=1592
+  _globals['_MODELUSAGE']._serialized_end=1828
+  _globals['_LISTAGENTUSAGEMODELSRESPONSE']._serialized_start=1830
+  _globals['_LISTAGENTUSAGEMODELSRESPONSE']._serialized_end=1916
+  _globals['_GETAGENTSKILLREQUEST']._serialized_start=1918
+  _globals['_GETAGENTSKILLREQUEST']._serialized_end=1940
+  _globals['_GETAGENTSKILLRESPONSE']._serialized_start=1942
+  _globals['_GETAGENTSKILLRESPONSE']._serialized_end=2001
+  _globals['_AGENTSSERVICE']._serialized_start=2004
+  _globals['_AGENTSSERVICE']._serialized_end=2805
 # @@protoc_insertion_point(module_scope)

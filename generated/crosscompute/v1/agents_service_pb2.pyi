@@ -23,7 +23,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class AgentAccount(_message.Message):
-    """AgentAccount is an agent's account as the agent sees it."""
+    """AgentAccount is an agent's account as the agent sees it. Every field crosscompute.io's
+    registry lists is always in the JSON, null when the agent set nothing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -36,22 +38,30 @@ class AgentAccount(_message.Message):
     """The account id, a UUID."""
     agent_id: _builtins.str
     """The agent's chosen id, matching `^[A-Za-z0-9._:-]{3,128}$`."""
-    name: _builtins.str
-    """The agent's display name."""
-    skill_md_url: _builtins.str
-    """Where the agent's skill file lives."""
     credits_purchased: _builtins.float
     """Credits the agent has bought."""
+    @_builtins.property
+    def name(self) -> _struct_pb2.Value:
+        """The agent's display name (`string_value`), or null (`null_value`) when it gave none.
+        The server always sets it.
+        """
+
+    @_builtins.property
+    def skill_md_url(self) -> _struct_pb2.Value:
+        """The http(s) URL of the agent's skill file (`string_value`), or null (`null_value`) when it
+        gave none. The server always sets it.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         agent_id: _builtins.str = ...,
-        name: _builtins.str = ...,
-        skill_md_url: _builtins.str = ...,
+        name: _struct_pb2.Value | None = ...,
+        skill_md_url: _struct_pb2.Value | None = ...,
         credits_purchased: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "skill_md_url", b"skill_md_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "credits_purchased", b"credits_purchased", "id", b"id", "name", b"name", "skill_md_url", b"skill_md_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
