@@ -3,6 +3,8 @@ restarting in front of a server that keeps its state."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import openai
 import pytest
@@ -38,6 +40,16 @@ def balance_and_ledger(settings: Settings, user_id: str) -> tuple[int, int]:
         id=account["id"],
     )[0]["total"]
     return int(account["balance_micro"]), int(total)
+
+
+def usage_records(settings: Settings, user_id: str) -> list[dict[str, Any]]:
+    """The account's usage records, oldest first."""
+    return query(
+        settings,
+        "SELECT u.id, u.status, u.billed_micro, u.reserved_micro FROM usage_records u "
+        "JOIN accounts a ON a.id = u.account_id WHERE a.external_id = :sub ORDER BY u.created_at",
+        sub=user_id,
+    )
 
 
 def test_a_storm_of_provider_failures_falls_back_then_answers_503_and_rests_the_models(
@@ -83,6 +95,8 @@ def test_the_database_going_away_is_503_and_the_gateway_recovers_by_itself(
         ask = {"model": "openai/gpt-5-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
         client.chat.completions.create(**ask)  # type: ignore[call-overload]
         before = balance_and_ledger(gateway.settings, person.user_id)
+        assert before[0] == before[1]
+        earlier = {row["id"] for row in usage_records(gateway.settings, person.user_id)}
 
         set_connections_allowed(name, False)
         try:
@@ -98,7 +112,11 @@ def test_the_database_going_away_is_503_and_the_gateway_recovers_by_itself(
         client.chat.completions.create(**ask)  # type: ignore[call-overload]
         balance, ledger = balance_and_ledger(gateway.settings, person.user_id)
         assert balance == ledger
-        assert before[0] - balance == before[0] - before[1] + (before[1] - ledger), "nothing lost or doubled"
+        records = usage_records(gateway.settings, person.user_id)
+        assert [row for row in records if row["status"] == "reserved"] == [], "no hold left open"
+        (after,) = [row for row in records if row["id"] not in earlier]  # the outage left no record
+        assert after["status"] == "settled" and after["billed_micro"] > 0
+        assert before[0] - balance == after["billed_micro"], "nothing lost or doubled"
         settled = query(gateway.settings, "SELECT COUNT(*) AS n FROM usage_records WHERE status = 'settled'")[
             0
         ]["n"]
