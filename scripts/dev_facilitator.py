@@ -1,17 +1,23 @@
 """A development x402 facilitator: it verifies payments for real (offline: amount, recipient, asset,
-validity window, EIP-3009 signature) and "settles" them by recording the nonce locally, answering
-with a clearly fake transaction hash (it starts 0xdeadbeef). Nothing touches a chain.
+validity window, EIP-3009 signature) and "settles" them on a stand-in chain (`scripts.dev_chain`),
+answering with a clearly fake transaction hash (it starts 0xdeadbeef). The same server answers that
+chain's JSON-RPC at `/rpc`, so the gateway can look settlements up as it would on a real chain.
+Nothing touches a real chain.
 
     python -m scripts.dev_facilitator --port 8402
-    X402_PAY_TO=0x... X402_FACILITATOR_URL=http://127.0.0.1:8402 make run
+    export X402_PAY_TO=0x... X402_FACILITATOR_URL=http://127.0.0.1:8402
+    X402_RPC_URL=http://127.0.0.1:8402/rpc make run
 
-Production uses a real facilitator URL instead.
+Production uses a real facilitator URL (and a real RPC endpoint) instead.
+
+For tests it can misbehave as facilitators do in production: answer after the caller's timeout
+(having settled), hold its answer until told, drop a settle (never settling), or claim a nonce was
+used without settling.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import threading
 import time
@@ -21,19 +27,17 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from scripts.dev_chain import FAKE_TX_PREFIX, DevChain, NonceUsed
 from server.domain.errors import InvalidArgument
 from server.domain.payments.check import PaymentRejected, check, decode_payload
-from server.domain.payments.offer import NETWORKS, USDC_DECIMALS, Offer
+from server.domain.payments.offer import NETWORKS, USDC_DECIMALS, Offer, network_name
 
-FAKE_TX_PREFIX = "0xdeadbeef"
-_BY_CHAIN = {chain: name for name, (chain, _asset, _token) in NETWORKS.items()}
+__all__ = ["FAKE_TX_PREFIX", "DevFacilitator"]
 
 
 def offer_from_requirements(version: int, requirements: dict[str, Any]) -> Offer:
     """The offer a payment must match, from the requirements the resource server sends."""
-    network = requirements["network"]
-    if version == 2:
-        network = _BY_CHAIN[int(str(network).removeprefix("eip155:"))]
+    network = network_name(str(requirements["network"]))
     amount = requirements["maxAmountRequired"] if version == 1 else requirements["amount"]
     extra = requirements.get("extra") or {}
     return Offer(
@@ -48,20 +52,41 @@ def offer_from_requirements(version: int, requirements: dict[str, Any]) -> Offer
 
 
 class DevFacilitator:
-    """`/verify`, `/settle` and `/supported`, with switches for tests: fail, delay."""
+    """`/verify`, `/settle`, `/supported` and the chain's `/rpc`, with switches for tests."""
 
-    def __init__(self) -> None:
-        self.settled: dict[str, str] = {}
+    def __init__(self, chain: DevChain | None = None) -> None:
+        self.chain = chain or DevChain()
+        #: Every call answers 503 (a facilitator that is down).
         self.failing = False
+        #: Wait this long before handling any call (a slow facilitator: nothing done yet).
         self.delay_seconds = 0.0
+        #: Settle on chain, then wait this long before answering (the answer lost to a timeout).
+        self.answer_late_seconds = 0.0
+        #: When set, settle on chain, then answer only once it is set (an answer held mid-flight).
+        self.hold_answer: threading.Event | None = None
+        #: Wait this long and answer 504 without settling (a settle dropped before the chain).
+        self.drop_settle_seconds = 0.0
+        #: Answer "nonce already used" without settling, whatever the chain says.
+        self.claim_nonce_used = False
         self.calls: list[str] = []
-        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.url}/rpc"
+
+    def reset(self) -> None:
+        """Behave again (the chain keeps what it recorded)."""
+        self.failing, self.delay_seconds, self.answer_late_seconds = False, 0.0, 0.0
+        self.drop_settle_seconds, self.claim_nonce_used = 0.0, False
+        if self.hold_answer is not None:
+            self.hold_answer.set()
+        self.hold_answer = None
 
     def verify(self, body: dict[str, Any]) -> dict[str, Any]:
         version = int(body.get("x402Version", 1))
@@ -75,26 +100,20 @@ class DevFacilitator:
 
     def settle(self, body: dict[str, Any]) -> dict[str, Any]:
         verdict = self.verify(body)
-        network = body.get("paymentRequirements", {}).get("network", "")
+        requirements = body.get("paymentRequirements", {})
+        network = requirements.get("network", "")
+        refused = {"success": False, "transaction": "", "network": network}
         if not verdict["isValid"]:
-            return {
-                "success": False,
-                "errorReason": verdict["invalidReason"],
-                "transaction": "",
-                "network": network,
-            }
+            return {**refused, "errorReason": verdict["invalidReason"]}
+        if self.claim_nonce_used:
+            return {**refused, "errorReason": "nonce_already_used"}
         presented = decode_payload(body["paymentPayload"], int(body.get("x402Version", 1)))
-        key = f"{presented.network}:{presented.payer.lower()}:{presented.nonce}"
-        with self._lock:
-            if key in self.settled:
-                return {
-                    "success": False,
-                    "errorReason": "nonce_already_used",
-                    "transaction": "",
-                    "network": network,
-                }
-            tx = FAKE_TX_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:56]
-            self.settled[key] = tx
+        try:
+            tx = self.chain.transfer_with_authorization(
+                str(requirements["asset"]), presented.payer, presented.to, presented.value, presented.nonce
+            )
+        except NonceUsed:
+            return {**refused, "errorReason": "nonce_already_used"}
         return {"success": True, "transaction": tx, "network": network, "payer": presented.payer}
 
     @contextmanager
@@ -129,6 +148,9 @@ class DevFacilitator:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+                if self.path == "/rpc":
+                    self.answer(200, facilitator.chain.answer(body))
+                    return
                 facilitator.calls.append(self.path)
                 if facilitator.delay_seconds:
                     time.sleep(facilitator.delay_seconds)
@@ -137,9 +159,22 @@ class DevFacilitator:
                 elif self.path == "/verify":
                     self.answer(200, facilitator.verify(body))
                 elif self.path == "/settle":
-                    self.answer(200, facilitator.settle(body))
+                    self.settle(body)
                 else:
                     self.answer(404, {"error": "not found"})
+
+            def settle(self, body: dict[str, Any]) -> None:
+                if facilitator.drop_settle_seconds:
+                    time.sleep(facilitator.drop_settle_seconds)
+                    self.answer(504, {"error": "settle dropped"})
+                    return
+                held, late = facilitator.hold_answer, facilitator.answer_late_seconds
+                result = facilitator.settle(body)
+                if held is not None:
+                    held.wait(60)
+                if late:
+                    time.sleep(late)
+                self.answer(200, result)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
@@ -161,7 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     with DevFacilitator().running(args.port) as facilitator:
         print(
-            f"development x402 facilitator (fake settlements) on {facilitator.url}; Ctrl-C to stop",
+            f"development x402 facilitator (fake settlements) on {facilitator.url}; "
+            f"its stand-in chain's JSON-RPC on {facilitator.rpc_url}; Ctrl-C to stop",
             flush=True,
         )
         with suppress(KeyboardInterrupt):

@@ -54,8 +54,11 @@ from server.domain.chat.tokens import warm_up
 from server.domain.credits import MICRO_PER_CREDIT
 from server.domain.key_auth import ApiKeyAuthenticator
 from server.domain.key_cache import KeyCache
+from server.domain.payments.chain import ChainClient
 from server.domain.payments.facilitator import FacilitatorClient
-from server.domain.payments.offer import TOKEN_VERSION
+from server.domain.payments.offer import TOKEN_VERSION, chain_id_of
+from server.domain.payments.reconciler import reconcile_forever
+from server.domain.payments.settlement import SettlementPolicy, Settlements
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients, release_stale_reservations
@@ -70,6 +73,8 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait for one JSON-RPC answer from the x402 network's node.
+RPC_TIMEOUT_SECONDS = 10.0
 #: Connections for the inference hot path on PostgreSQL (each request holds one for one statement).
 POOL_SIZE = 10
 
@@ -97,6 +102,8 @@ class Runtime:
     http_client: httpx.AsyncClient
     provider_clients: dict[str, ProviderClient]
     facilitator: FacilitatorClient | None
+    chain: ChainClient | None
+    settlements: Settlements | None
     notdiamond: NotDiamondClient | None
     key_cache: KeyCache[KeyRow]
     pool: AsyncConnectionPool | None = None
@@ -113,6 +120,8 @@ class Runtime:
             await client.aclose()
         if self.facilitator is not None:
             await self.facilitator.aclose()
+        if self.chain is not None:
+            await self.chain.aclose()
         if self.notdiamond is not None:
             await self.notdiamond.aclose()
         if self.pool is not None:
@@ -210,7 +219,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     top_up_policy = TopUpPolicy(
         enabled=settings.x402_enabled,
-        network=settings.x402_network,
+        network=settings.x402_network_name,
         asset=settings.x402_asset_address,
         pay_to=settings.x402_pay_to,
         token_name=settings.x402_token_name,
@@ -221,7 +230,33 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         credits_per_usd=settings.credits_per_usd_decimal,
         resource=f"{settings.public_url.rstrip('/')}/api/agents/topup",
     )
-    top_ups = TopUps(top_up_policy, PaymentRepository(sessions), facilitator)
+    chain = (
+        ChainClient(settings.x402_rpc_url, chain_id_of(settings.x402_network), RPC_TIMEOUT_SECONDS)
+        if settings.x402_enabled and settings.x402_rpc_url
+        else None
+    )
+    payments = PaymentRepository(sessions)
+    settlements = (
+        Settlements(
+            payments,
+            facilitator,
+            chain,
+            SettlementPolicy(
+                facilitator_timeout_seconds=settings.x402_facilitator_timeout_seconds,
+                expiry_margin_seconds=settings.x402_expiry_margin_seconds,
+                reconcile_seconds=settings.x402_reconcile_seconds,
+            ),
+        )
+        if facilitator is not None
+        else None
+    )
+    if settlements is not None and settings.x402_reconcile_seconds:
+        background.append(
+            asyncio.create_task(
+                reconcile_forever(settlements, settings.x402_reconcile_seconds), name="x402-reconciler"
+            )
+        )
+    top_ups = TopUps(top_up_policy, payments, settlements)
     skill = render_skill(settings.public_url, catalog, top_up_policy)
     agents_service_pb2_grpc.add_AgentsServiceServicer_to_server(
         AgentsServicer(agents, authenticator, top_ups, usage, skill), server
@@ -256,6 +291,8 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         http_client=http_client,
         provider_clients=clients,
         facilitator=facilitator,
+        chain=chain,
+        settlements=settlements,
         notdiamond=notdiamond,
         key_cache=key_cache,
         pool=pool,

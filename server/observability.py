@@ -23,6 +23,11 @@ TOKENS = Counter(
     "crosscompute_tokens_total", "Tokens billed, by model and direction.", ["model", "direction"]
 )
 CREDITS = Counter("crosscompute_billed_micro_credits_total", "Micro-credits billed, by model.", ["model"])
+PAYMENTS = Counter(
+    "crosscompute_x402_payments_total",
+    "x402 payments reaching a state: settled, failed, expired, or unknown (outcome not seen).",
+    ["state"],
+)
 ROUTING = Counter(
     "crosscompute_routing_decisions_total",
     "Profile routing decisions, by profile, tier, budget and intelligence.",

@@ -18,7 +18,7 @@ from typing import Any
 from server.domain.catalog import DEFAULT_CATALOG
 from server.domain.credits import credits_to_micro
 from server.domain.errors import ConfigurationError, InvalidArgument
-from server.domain.payments.offer import NETWORKS
+from server.domain.payments.offer import NETWORK_NAMES, NETWORKS, network_name
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "crosscompute.sqlite3"
@@ -122,11 +122,33 @@ class Settings:
         "Address that receives x402 payments; x402 is on when it and the facilitator URL are set.",
         "",
     )
-    x402_network: str = setting("X402_NETWORK", "x402 network: `base-sepolia` or `base`.", "base-sepolia")
+    x402_network: str = setting(
+        "X402_NETWORK",
+        "x402 network, by v1 name or CAIP-2 id: `base-sepolia` (`eip155:84532`) or `base` (`eip155:8453`).",
+        "base-sepolia",
+    )
     x402_asset: str = setting("X402_ASSET", "Token contract paid in; empty means the network's USDC.", "")
     x402_facilitator_url: str = setting("X402_FACILITATOR_URL", "x402 facilitator base URL.", "")
     x402_facilitator_timeout_seconds: int = setting(
-        "X402_FACILITATOR_TIMEOUT_SECONDS", "Longest wait for the facilitator's verify or settle.", 15
+        "X402_FACILITATOR_TIMEOUT_SECONDS",
+        "Longest wait for the facilitator's verify or settle; a settle unanswered by then is `unknown`.",
+        15,
+    )
+    x402_rpc_url: str = setting(
+        "X402_RPC_URL",
+        "Ethereum JSON-RPC endpoint of the x402 network: payments whose settle went unanswered are "
+        "closed from the chain's evidence. Unset: they wait for a clear answer or an operator.",
+        "",
+    )
+    x402_reconcile_seconds: int = setting(
+        "X402_RECONCILE_SECONDS",
+        "How often each replica looks at payments whose outcome is unknown (0 turns it off).",
+        5,
+    )
+    x402_expiry_margin_seconds: int = setting(
+        "X402_EXPIRY_MARGIN_SECONDS",
+        "How long after an authorisation's `validBefore` an unused one is taken as expired (clock skew).",
+        120,
     )
     x402_asset_name: str = setting(
         "X402_ASSET_NAME", "EIP-712 name of the asset; empty means the network's USDC name.", ""
@@ -214,8 +236,8 @@ class Settings:
                 raise ConfigurationError("CROSSCOMPUTE_CREDITS_PER_USD must be positive")
         except InvalidArgument as error:
             raise ConfigurationError(error.message) from None
-        if self.x402_network not in NETWORKS:
-            raise ConfigurationError(f"X402_NETWORK must be one of {sorted(NETWORKS)}")
+        if self.x402_network not in NETWORK_NAMES:
+            raise ConfigurationError(f"X402_NETWORK must be one of {', '.join(sorted(NETWORK_NAMES))}")
         for name in ("x402_default_topup_usd", "x402_min_topup_usd", "x402_max_topup_usd"):
             try:
                 credits_to_micro(getattr(self, name), param=name.upper())
@@ -254,14 +276,19 @@ class Settings:
         return bool(self.x402_pay_to and self.x402_facilitator_url)
 
     @property
+    def x402_network_name(self) -> str:
+        """The configured network's x402 v1 name, however it was given (`eip155:84532` → `base-sepolia`)."""
+        return network_name(self.x402_network)
+
+    @property
     def x402_asset_address(self) -> str:
         """The asset paid in: the configured one, else the network's USDC."""
-        return self.x402_asset or NETWORKS[self.x402_network][1]
+        return self.x402_asset or NETWORKS[self.x402_network_name][1]
 
     @property
     def x402_token_name(self) -> str:
         """The asset's EIP-712 domain name (USDC's on the network, unless configured)."""
-        return self.x402_asset_name or NETWORKS[self.x402_network][2]
+        return self.x402_asset_name or NETWORKS[self.x402_network_name][2]
 
     @property
     def sqlite_default_path(self) -> Path:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -148,8 +149,16 @@ class UsageRecord(Base):
     __table_args__ = (
         CheckConstraint("status IN ('reserved', 'settled', 'failed', 'released')", name="status"),
         CheckConstraint("reserved_micro >= 0 AND billed_micro >= 0", name="amounts_not_negative"),
+        CheckConstraint("unbilled_micro >= 0", name="unbilled_not_negative"),
         Index("ix_usage_records_account_id_created_at", "account_id", "created_at"),
         Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
+        # The sweeper's question ("which open holds' leases have passed?"), over open holds only.
+        Index(
+            "ix_usage_records_open_lease_until",
+            "lease_until",
+            sqlite_where=text("status = 'reserved'"),
+            postgresql_where=text("status = 'reserved'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -172,41 +181,81 @@ class UsageRecord(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     reserved_micro: Mapped[int] = mapped_column(BigInteger, default=0)
     billed_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: What the provider's reported usage cost beyond what the hold, the key's quota and the account's
+    #: balance could cover: owed to the provider, never billed, counted here (and in a metric).
+    unbilled_micro: Mapped[int] = mapped_column(BigInteger, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: While the call may still be running: a live call renews it; past it, the sweeper may release the
+    #: hold (its replica died). NULL only on records closed before leases existed.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class X402Payment(Base):
-    """An x402 payment. The (network, asset, payer, nonce) tuple can be used once, ever."""
+    """An x402 payment. Its identity is the EIP-3009 authorisation (chain id, asset, payer, nonce), the
+    same whether it came as x402 v1 or v2; it can be credited once, ever. Its states are explained in
+    `server.domain.payments.settlement`; `unknown` (a settle whose outcome was not seen) is never
+    taken for `failed`."""
 
     __tablename__ = "x402_payments"
     __table_args__ = (
-        UniqueConstraint("network", "asset", "payer", "nonce", name="uq_x402_payments_authorization"),
-        CheckConstraint("status IN ('pending', 'settled', 'failed')", name="status"),
+        UniqueConstraint("chain_id", "asset", "payer", "nonce", name="uq_x402_payments_authorization"),
+        CheckConstraint(
+            "status IN ('pending', 'settling', 'settled', 'failed', 'expired', 'unknown')", name="status"
+        ),
         Index("ix_x402_payments_account_id_created_at", "account_id", "created_at"),
+        Index("ix_x402_payments_status_lease_until", "status", "lease_until"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
     key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     x402_version: Mapped[int] = mapped_column(Integer)
+    #: The network as the payer named it (`base-sepolia` in v1, `eip155:84532` in v2), for receipts.
     network: Mapped[str] = mapped_column(String(32))
+    #: The EIP-155 chain id; NULL only on a duplicate authorisation migration 0004 found (see its reason).
+    chain_id: Mapped[int | None] = mapped_column(BigInteger)
     asset: Mapped[str] = mapped_column(String(42))
     payer: Mapped[str] = mapped_column(String(42))
     pay_to: Mapped[str] = mapped_column(String(42))
     #: The EIP-3009 authorisation nonce (32 bytes, hex).
     nonce: Mapped[str] = mapped_column(String(66))
+    #: The authorisation's `validBefore` (Unix seconds); 0 when not known (rows older than 0004).
+    valid_before: Mapped[int] = mapped_column(BigInteger, default=0)
     #: The amount in the asset's smallest unit (USDC: 6 decimals).
     amount_atomic: Mapped[int] = mapped_column(BigInteger)
     #: The amount in millionths of a US dollar.
     amount_usd_micro: Mapped[int] = mapped_column(BigInteger)
     credits_micro: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    #: Until when the request (or reconciler) working on the payment owns it; past it, another may.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The chain's block number when the payment was first seen (where to start looking for it).
+    from_block: Mapped[int | None] = mapped_column(BigInteger)
     tx_hash: Mapped[str | None] = mapped_column(String(80), unique=True)
     error_reason: Mapped[str | None] = mapped_column(String(200))
+    #: What closed it: `facilitator`, `chain` or `operator`.
+    resolved_by: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class X402PaymentEvent(Base):
+    """One change of a payment's state, who made it and why: the audit trail operators read."""
+
+    __tablename__ = "x402_payment_events"
+    __table_args__ = (Index("ix_x402_payment_events_payment_id_created_at", "payment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("x402_payments.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    #: `request`, `reconciler`, `operator` or `migration`.
+    actor: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class RateLimit(Base):

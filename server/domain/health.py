@@ -63,7 +63,7 @@ async def check_health(
         providers_configured=providers_configured,
         x402=X402Report(
             enabled=settings.x402_enabled,
-            network=settings.x402_network,
+            network=settings.x402_network_name,
             asset=settings.x402_asset_address,
             pay_to=settings.x402_pay_to,
         ),

@@ -90,6 +90,21 @@ def decode_payload(data: Any, default_version: int, source: str = "payment") -> 
 
 def check(presented: Presented, offer: Offer, now: float | None = None) -> None:
     """Raise PaymentRejected unless the payment is exactly the offer, in time, signed by `from`."""
+    check_window(presented, now)
+    check_terms(presented, offer)
+
+
+def check_window(presented: Presented, now: float | None = None) -> None:
+    """Raise PaymentRejected unless the authorisation may be used now."""
+    moment = int(time.time() if now is None else now)
+    if presented.valid_before <= moment:
+        raise PaymentRejected("PAYMENT_EXPIRED", "the authorisation has expired")
+    if presented.valid_after > moment:
+        raise PaymentRejected("PAYMENT_NOT_YET_VALID", "the authorisation is not valid yet")
+
+
+def check_terms(presented: Presented, offer: Offer) -> None:
+    """Raise PaymentRejected unless the payment is exactly the offer and signed by `from` (at any time)."""
     network = offer.network if presented.version == 1 else offer.caip2
     if presented.scheme != "exact":
         raise PaymentRejected("PAYMENT_SCHEME_MISMATCH", "only the `exact` scheme is accepted")
@@ -110,11 +125,6 @@ def check(presented: Presented, offer: Offer, now: float | None = None) -> None:
             "PAYMENT_AMOUNT_MISMATCH",
             f"the authorisation is for {presented.value}, not {offer.amount_atomic}",
         )
-    moment = int(time.time() if now is None else now)
-    if presented.valid_before <= moment:
-        raise PaymentRejected("PAYMENT_EXPIRED", "the authorisation has expired")
-    if presented.valid_after > moment:
-        raise PaymentRejected("PAYMENT_NOT_YET_VALID", "the authorisation is not valid yet")
     authorization = ExactEIP3009Authorization(
         from_address=presented.payer,
         to=presented.to,

@@ -9,7 +9,14 @@ import httpx
 
 
 class FacilitatorUnavailable(Exception):
-    """The facilitator could not be reached, timed out, or answered with something unusable."""
+    """The facilitator could not be reached, timed out, or answered with something unusable.
+
+    `sent` is False only when the request certainly never reached it (no connection was made): then
+    a settle cannot have happened. Otherwise what the facilitator did is not known."""
+
+    def __init__(self, what: str, *, sent: bool) -> None:
+        super().__init__(what)
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,14 @@ class FacilitatorClient:
             response = await self._client.post(path, json=body)
             response.raise_for_status()
             answer = response.json()
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            raise FacilitatorUnavailable(type(error).__name__, sent=False) from None
+        except httpx.HTTPStatusError as error:
+            raise FacilitatorUnavailable(f"HTTP {error.response.status_code}", sent=True) from None
         except (httpx.HTTPError, ValueError) as error:
-            raise FacilitatorUnavailable(type(error).__name__) from None
+            raise FacilitatorUnavailable(type(error).__name__, sent=True) from None
         if not isinstance(answer, dict):
-            raise FacilitatorUnavailable("not a JSON object")
+            raise FacilitatorUnavailable("not a JSON object", sent=True)
         return answer
 
     async def verify(

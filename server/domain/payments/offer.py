@@ -13,9 +13,24 @@ NETWORKS: dict[str, tuple[int, str, str]] = {
     "base-sepolia": (84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC"),
     "base": (8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USD Coin"),
 }
+#: Every name a network goes by (x402 v1's and its CAIP-2 id, as v2 names it) → its v1 name.
+NETWORK_NAMES: dict[str, str] = {
+    **{name: name for name in NETWORKS},
+    **{f"eip155:{chain_id}": name for name, (chain_id, _asset, _token) in NETWORKS.items()},
+}
 TOKEN_VERSION = "2"  # noqa: S105 - USDC's EIP-712 domain version, not a secret
 USDC_DECIMALS = 6
 MAX_TIMEOUT_SECONDS = 300
+
+
+def network_name(label: str) -> str:
+    """The v1 name of a network named either way (`base-sepolia` or `eip155:84532`); KeyError if unknown."""
+    return NETWORK_NAMES[label]
+
+
+def chain_id_of(label: str) -> int:
+    """The EIP-155 chain id of a network named either way; KeyError if unknown."""
+    return NETWORKS[network_name(label)][0]
 
 
 @dataclass(frozen=True)
