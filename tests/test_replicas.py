@@ -99,6 +99,13 @@ def test_three_replicas_bill_at_most_the_quota_and_survive_a_crash(
             assert int(settled["billed"]) <= key_row["quota_micro"]
             assert records <= REQUESTS
             assert balance == ledger >= 0
+            # The killed replica's holds stay open until the stale-reservation sweep gives them back:
+            # what the key and its account have used is what was billed plus those holds, exactly.
+            books = books_of(url, created["key"]["id"])
+            assert key_row["used_micro"] == int(settled["billed"]) + books["key_held"], "the key's quota"
+            assert books["account_used"] == books["account_billed"] + books["account_held"]
+            assert books["account_used"] == books["ledger_used"], "used = the ledger's debits less refunds"
+            assert balance == books["granted"] + books["purchased"] - books["account_used"]
 
 
 def query_rows(url: str):  # type: ignore[no-untyped-def]
@@ -130,3 +137,25 @@ def query_rows(url: str):  # type: ignore[no-untyped-def]
         return settled, records, key_row, int(balance["balance_micro"]), int(ledger["total"])
 
     return rows
+
+
+def books_of(url: str, key_id: str) -> dict[str, int]:
+    """What the key's open holds and its account's bills, holds, totals and ledger use add up to."""
+    from server.settings import Settings
+
+    settings = Settings.from_env({"DATABASE_URL": url})
+    (row,) = query(
+        settings,
+        "SELECT a.used_micro AS account_used, a.granted_micro AS granted, a.purchased_micro AS purchased, "
+        "(SELECT COALESCE(SUM(u.reserved_micro), 0) FROM usage_records u "
+        " WHERE u.key_id = k.id AND u.status = 'reserved') AS key_held, "
+        "(SELECT COALESCE(SUM(u.billed_micro), 0) FROM usage_records u "
+        " WHERE u.account_id = a.id AND u.status = 'settled') AS account_billed, "
+        "(SELECT COALESCE(SUM(u.reserved_micro), 0) FROM usage_records u "
+        " WHERE u.account_id = a.id AND u.status = 'reserved') AS account_held, "
+        "(SELECT -COALESCE(SUM(l.amount_micro), 0) FROM ledger_entries l "
+        " WHERE l.account_id = a.id AND l.kind IN ('debit', 'refund')) AS ledger_used "
+        "FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = :id",
+        id=key_id,
+    )
+    return {name: int(value) for name, value in row.items()}
