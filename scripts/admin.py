@@ -2,6 +2,9 @@
 
     python -m scripts.admin grant ACCOUNT_ID CREDITS --idempotency-key K [--reason R]
     python -m scripts.admin account (--account-id ID | --user-id ID | --agent-id ID)
+    python -m scripts.admin payments                      # x402 payments whose outcome is in doubt
+    python -m scripts.admin settle-payment PAYMENT_ID --tx-hash 0x... --reason "the evidence"
+    python -m scripts.admin fail-payment PAYMENT_ID --reason "the evidence"
 
 The administrator token is read from CROSSCOMPUTE_ADMIN_TOKEN, never from the command line.
 
@@ -40,7 +43,30 @@ def parse() -> argparse.Namespace:
     names.add_argument("--account-id", default="")
     names.add_argument("--user-id", default="")
     names.add_argument("--agent-id", default="")
+    commands.add_parser("payments", help="list the x402 payments whose outcome is in doubt")
+    settle = commands.add_parser("settle-payment", help="credit a payment in doubt once, by its transaction")
+    settle.add_argument("payment_id")
+    settle.add_argument("--tx-hash", required=True, help="the transaction that paid the gateway")
+    settle.add_argument("--reason", required=True, help="the evidence, kept in the audit trail")
+    fail = commands.add_parser("fail-payment", help="close a payment in doubt with nothing credited")
+    fail.add_argument("payment_id")
+    fail.add_argument("--reason", required=True, help="the evidence, kept in the audit trail")
     return parser.parse_args()
+
+
+def show_payment(payment: pb.Payment) -> None:
+    """One payment and its audit trail, for a person."""
+    amount = micro_to_credits(payment.credits_micro).normalize()
+    print(f"payment {payment.id}: {payment.status}")
+    print(f"  account {payment.account_id}, payer {payment.payer}, {amount:f} credits on {payment.network}")
+    print(f"  nonce {payment.nonce}")
+    if payment.tx_hash:
+        print(f"  transaction {payment.tx_hash}")
+    if payment.reason:
+        print(f"  reason: {payment.reason}")
+    for event in payment.events:
+        when = event.create_time.ToDatetime().isoformat(timespec="seconds")
+        print(f"  {when} {event.from_status or '-'} -> {event.to_status} by {event.actor}: {event.detail}")
 
 
 def main() -> None:
@@ -66,6 +92,28 @@ def main() -> None:
                 applied = "yes" if result.applied else "no (already granted)"
                 print(f"entry: {result.entry_id}\napplied: {applied}")
                 print(f"balance: {micro_to_credits(result.balance_micro_credits).normalize():f} credits")
+            elif args.command == "payments":
+                listed = stub.ListPaymentsInDoubt(
+                    pb.ListPaymentsInDoubtRequest(), metadata=metadata, timeout=30
+                )
+                for payment in listed.payments:
+                    show_payment(payment)
+                print(f"{len(listed.payments)} payments in doubt")
+            elif args.command in {"settle-payment", "fail-payment"}:
+                settled = args.command == "settle-payment"
+                resolved = stub.ResolvePayment(
+                    pb.ResolvePaymentRequest(
+                        payment_id=args.payment_id,
+                        outcome=pb.ResolvePaymentRequest.OUTCOME_SETTLED
+                        if settled
+                        else pb.ResolvePaymentRequest.OUTCOME_FAILED,
+                        tx_hash=args.tx_hash if settled else "",
+                        reason=args.reason,
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                show_payment(resolved.payment)
             else:
                 # The three names are a oneof: set only the one given.
                 names = {"account_id": args.account_id, "user_id": args.user_id, "agent_id": args.agent_id}

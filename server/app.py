@@ -265,7 +265,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(Administration(settings.admin_token, ledger, accounts)), server
+        AdminServicer(Administration(settings.admin_token, ledger, accounts, payments)), server
     )
 
     health_servicer = health_aio.HealthServicer()

@@ -22,23 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#crosscompute/v1/admin_service.proto\x12\x0f\x63rosscompute.v1\"p\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"X\n\x14GrantCreditsResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x03 \x01(\x03\"Z\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06lookup\"}\n\x12GetAccountResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x04 \x01(\x03\x12\x11\n\tkey_count\x18\x05 \x01(\x05\x32\xc2\x01\n\x0c\x41\x64minService\x12[\n\x0cGrantCredits\x12$.crosscompute.v1.GrantCreditsRequest\x1a%.crosscompute.v1.GrantCreditsResponse\x12U\n\nGetAccount\x12\".crosscompute.v1.GetAccountRequest\x1a#.crosscompute.v1.GetAccountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#crosscompute/v1/admin_service.proto\x12\x0f\x63rosscompute.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x02\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07network\x18\x04 \x01(\t\x12\r\n\x05payer\x18\x05 \x01(\t\x12\r\n\x05nonce\x18\x06 \x01(\t\x12\x18\n\x10\x61mount_usd_micro\x18\x07 \x01(\x03\x12\x15\n\rcredits_micro\x18\x08 \x01(\x03\x12\x0f\n\x07tx_hash\x18\t \x01(\t\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x30\n\x0cvalid_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06\x65vents\x18\x0e \x03(\x0b\x32\x1d.crosscompute.v1.PaymentEvent\"\x86\x01\n\x0cPaymentEvent\x12\x13\n\x0b\x66rom_status\x18\x01 \x01(\t\x12\x11\n\tto_status\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\x1aListPaymentsInDoubtRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"I\n\x1bListPaymentsInDoubtResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.crosscompute.v1.Payment\"\xda\x01\n\x15ResolvePaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12?\n\x07outcome\x18\x02 \x01(\x0e\x32..crosscompute.v1.ResolvePaymentRequest.Outcome\x12\x0f\n\x07tx_hash\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SETTLED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\"C\n\x16ResolvePaymentResponse\x12)\n\x07payment\x18\x01 \x01(\x0b\x32\x18.crosscompute.v1.Payment\"p\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"X\n\x14GrantCreditsResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x03 \x01(\x03\"Z\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06lookup\"}\n\x12GetAccountResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x04 \x01(\x03\x12\x11\n\tkey_count\x18\x05 \x01(\x05\x32\x97\x03\n\x0c\x41\x64minService\x12[\n\x0cGrantCredits\x12$.crosscompute.v1.GrantCreditsRequest\x1a%.crosscompute.v1.GrantCreditsResponse\x12U\n\nGetAccount\x12\".crosscompute.v1.GetAccountRequest\x1a#.crosscompute.v1.GetAccountResponse\x12p\n\x13ListPaymentsInDoubt\x12+.crosscompute.v1.ListPaymentsInDoubtRequest\x1a,.crosscompute.v1.ListPaymentsInDoubtResponse\x12\x61\n\x0eResolvePayment\x12&.crosscompute.v1.ResolvePaymentRequest\x1a\'.crosscompute.v1.ResolvePaymentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crosscompute.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANTCREDITSREQUEST']._serialized_start=56
-  _globals['_GRANTCREDITSREQUEST']._serialized_end=168
-  _globals['_GRANTCREDITSRESPONSE']._serialized_start=170
-  _globals['_GRANTCREDITSRESPONSE']._serialized_end=258
-  _globals['_GETACCOUNTREQUEST']._serialized_start=260
-  _globals['_GETACCOUNTREQUEST']._serialized_end=350
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=352
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=477
-  _globals['_ADMINSERVICE']._serialized_start=480
-  _globals['_ADMINSERVICE']._serialized_end=674
+  _globals['_PAYMENT']._serialized_start=90
+  _globals['_PAYMENT']._serialized_end=471
+  _globals['_PAYMENTEVENT']._serialized_start=474
+  _globals['_PAYMENTEVENT']._serialized_end=608
+  _globals['_LISTPAYMENTSINDOUBTREQUEST']._serialized_start=610
+  _globals['_LISTPAYMENTSINDOUBTREQUEST']._serialized_end=657
+  _globals['_LISTPAYMENTSINDOUBTRESPONSE']._serialized_start=659
+  _globals['_LISTPAYMENTSINDOUBTRESPONSE']._serialized_end=732
+  _globals['_RESOLVEPAYMENTREQUEST']._serialized_start=735
+  _globals['_RESOLVEPAYMENTREQUEST']._serialized_end=953
+  _globals['_RESOLVEPAYMENTREQUEST_OUTCOME']._serialized_start=878
+  _globals['_RESOLVEPAYMENTREQUEST_OUTCOME']._serialized_end=953
+  _globals['_RESOLVEPAYMENTRESPONSE']._serialized_start=955
+  _globals['_RESOLVEPAYMENTRESPONSE']._serialized_end=1022
+  _globals['_GRANTCREDITSREQUEST']._serialized_start=1024
+  _globals['_GRANTCREDITSREQUEST']._serialized_end=1136
+  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1138
+  _globals['_GRANTCREDITSRESPONSE']._serialized_end=1226
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1228
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1318
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=1320
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=1445
+  _globals['_ADMINSERVICE']._serialized_start=1448
+  _globals['_ADMINSERVICE']._serialized_end=1855
 # @@protoc_insertion_point(module_scope)

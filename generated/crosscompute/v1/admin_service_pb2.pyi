@@ -3,8 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +19,255 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class Payment(_message.Message):
+    """Payment is an x402 payment as an operator sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    PAYER_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    AMOUNT_USD_MICRO_FIELD_NUMBER: _builtins.int
+    CREDITS_MICRO_FIELD_NUMBER: _builtins.int
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VALID_BEFORE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The payment id, a UUID."""
+    account_id: _builtins.str
+    """The account that presented it."""
+    status: _builtins.str
+    """`pending`, `settling`, `settled`, `failed`, `expired` or `unknown`."""
+    network: _builtins.str
+    """The network as the payer named it (`base-sepolia` or `eip155:84532`)."""
+    payer: _builtins.str
+    """The paying address."""
+    nonce: _builtins.str
+    """The EIP-3009 authorisation nonce."""
+    amount_usd_micro: _builtins.int
+    """The amount in millionths of a US dollar."""
+    credits_micro: _builtins.int
+    """The credits it buys, in micro-credits."""
+    tx_hash: _builtins.str
+    """The settling transaction's hash, once settled."""
+    reason: _builtins.str
+    """Why it is in its state (for failed, expired and unknown payments)."""
+    @_builtins.property
+    def valid_before(self) -> _timestamp_pb2.Timestamp:
+        """The last moment the authorisation could be used on chain."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was first presented."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its state last changed."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentEvent]:
+        """Its changes of state, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        network: _builtins.str = ...,
+        payer: _builtins.str = ...,
+        nonce: _builtins.str = ...,
+        amount_usd_micro: _builtins.int = ...,
+        credits_micro: _builtins.int = ...,
+        tx_hash: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        valid_before: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        events: _abc.Iterable[Global___PaymentEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "valid_before", b"valid_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_usd_micro", b"amount_usd_micro", "create_time", b"create_time", "credits_micro", b"credits_micro", "events", b"events", "id", b"id", "network", b"network", "nonce", b"nonce", "payer", b"payer", "reason", b"reason", "status", b"status", "tx_hash", b"tx_hash", "update_time", b"update_time", "valid_before", b"valid_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class PaymentEvent(_message.Message):
+    """PaymentEvent is one audited change of a payment's state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_STATUS_FIELD_NUMBER: _builtins.int
+    TO_STATUS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    from_status: _builtins.str
+    """The state before (empty for the first)."""
+    to_status: _builtins.str
+    """The state after."""
+    actor: _builtins.str
+    """Who made it: `request`, `reconciler`, `operator` or `migration`."""
+    detail: _builtins.str
+    """Why."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        from_status: _builtins.str = ...,
+        to_status: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time", "detail", b"detail", "from_status", b"from_status", "to_status", b"to_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentEvent: _TypeAlias = PaymentEvent  # noqa: Y015
+
+@_typing.final
+class ListPaymentsInDoubtRequest(_message.Message):
+    """ListPaymentsInDoubtRequest bounds the list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most payments to return (default 50, at most 500)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsInDoubtRequest: _TypeAlias = ListPaymentsInDoubtRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentsInDoubtResponse(_message.Message):
+    """ListPaymentsInDoubtResponse lists payments in doubt, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]:
+        """The payments."""
+
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[Global___Payment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsInDoubtResponse: _TypeAlias = ListPaymentsInDoubtResponse  # noqa: Y015
+
+@_typing.final
+class ResolvePaymentRequest(_message.Message):
+    """ResolvePaymentRequest names the payment and the outcome the operator has evidence of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Outcome:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ResolvePaymentRequest._Outcome.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        OUTCOME_UNSPECIFIED: ResolvePaymentRequest._Outcome.ValueType  # 0
+        """Not a valid request."""
+        OUTCOME_SETTLED: ResolvePaymentRequest._Outcome.ValueType  # 1
+        """The payment reached the gateway's address: credit it once."""
+        OUTCOME_FAILED: ResolvePaymentRequest._Outcome.ValueType  # 2
+        """The payment never did and never can: credit nothing."""
+
+    class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+        """What the operator found."""
+
+    OUTCOME_UNSPECIFIED: ResolvePaymentRequest.Outcome.ValueType  # 0
+    """Not a valid request."""
+    OUTCOME_SETTLED: ResolvePaymentRequest.Outcome.ValueType  # 1
+    """The payment reached the gateway's address: credit it once."""
+    OUTCOME_FAILED: ResolvePaymentRequest.Outcome.ValueType  # 2
+    """The payment never did and never can: credit nothing."""
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """The payment id."""
+    outcome: Global___ResolvePaymentRequest.Outcome.ValueType
+    """The outcome."""
+    tx_hash: _builtins.str
+    """The transaction that paid (required for OUTCOME_SETTLED): 0x and 64 hex digits."""
+    reason: _builtins.str
+    """The evidence, kept in the payment's audit trail. Required."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        outcome: Global___ResolvePaymentRequest.Outcome.ValueType = ...,
+        tx_hash: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "payment_id", b"payment_id", "reason", b"reason", "tx_hash", b"tx_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvePaymentRequest: _TypeAlias = ResolvePaymentRequest  # noqa: Y015
+
+@_typing.final
+class ResolvePaymentResponse(_message.Message):
+    """ResolvePaymentResponse is the payment after the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment:
+        """The payment, with its audit trail."""
+
+    def __init__(
+        self,
+        *,
+        payment: Global___Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvePaymentResponse: _TypeAlias = ResolvePaymentResponse  # noqa: Y015
 
 @_typing.final
 class GrantCreditsRequest(_message.Message):

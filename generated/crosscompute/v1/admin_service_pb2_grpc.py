@@ -47,6 +47,16 @@ class AdminServiceStub:
                 request_serializer=crosscompute_dot_v1_dot_admin__service__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.GetAccountResponse.FromString,
                 _registered_method=True)
+        self.ListPaymentsInDoubt = channel.unary_unary(
+                '/crosscompute.v1.AdminService/ListPaymentsInDoubt',
+                request_serializer=crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtRequest.SerializeToString,
+                response_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtResponse.FromString,
+                _registered_method=True)
+        self.ResolvePayment = channel.unary_unary(
+                '/crosscompute.v1.AdminService/ResolvePayment',
+                request_serializer=crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentRequest.SerializeToString,
+                response_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -70,6 +80,22 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPaymentsInDoubt(self, request, context):
+        """ListPaymentsInDoubt lists the x402 payments whose outcome is not known: `unknown` ones (a settle
+        whose answer was never seen) and `pending` or `settling` ones whose request is gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolvePayment(self, request, context):
+        """ResolvePayment closes a payment in doubt by an operator's evidence: settled (credited once, with
+        the transaction hash) or failed (nothing credited), with a reason kept in its audit trail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +108,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.GetAccountRequest.FromString,
                     response_serializer=crosscompute_dot_v1_dot_admin__service__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'ListPaymentsInDoubt': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentsInDoubt,
+                    request_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtRequest.FromString,
+                    response_serializer=crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtResponse.SerializeToString,
+            ),
+            'ResolvePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolvePayment,
+                    request_deserializer=crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentRequest.FromString,
+                    response_serializer=crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +177,60 @@ class AdminService:
             '/crosscompute.v1.AdminService/GetAccount',
             crosscompute_dot_v1_dot_admin__service__pb2.GetAccountRequest.SerializeToString,
             crosscompute_dot_v1_dot_admin__service__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentsInDoubt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crosscompute.v1.AdminService/ListPaymentsInDoubt',
+            crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtRequest.SerializeToString,
+            crosscompute_dot_v1_dot_admin__service__pb2.ListPaymentsInDoubtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolvePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crosscompute.v1.AdminService/ResolvePayment',
+            crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentRequest.SerializeToString,
+            crosscompute_dot_v1_dot_admin__service__pb2.ResolvePaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

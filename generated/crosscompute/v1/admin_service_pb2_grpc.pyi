@@ -42,6 +42,14 @@ class AdminServiceStub:
     """
     GetAccount: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetAccountRequest, _admin_service_pb2.GetAccountResponse]
     """GetAccount looks an account up by id, Supabase user id or agent id."""
+    ListPaymentsInDoubt: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListPaymentsInDoubtRequest, _admin_service_pb2.ListPaymentsInDoubtResponse]
+    """ListPaymentsInDoubt lists the x402 payments whose outcome is not known: `unknown` ones (a settle
+    whose answer was never seen) and `pending` or `settling` ones whose request is gone.
+    """
+    ResolvePayment: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResolvePaymentRequest, _admin_service_pb2.ResolvePaymentResponse]
+    """ResolvePayment closes a payment in doubt by an operator's evidence: settled (credited once, with
+    the transaction hash) or failed (nothing credited), with a reason kept in its audit trail.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -57,6 +65,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     GetAccount: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetAccountRequest, _admin_service_pb2.GetAccountResponse]  # type: ignore[assignment]
     """GetAccount looks an account up by id, Supabase user id or agent id."""
+    ListPaymentsInDoubt: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListPaymentsInDoubtRequest, _admin_service_pb2.ListPaymentsInDoubtResponse]  # type: ignore[assignment]
+    """ListPaymentsInDoubt lists the x402 payments whose outcome is not known: `unknown` ones (a settle
+    whose answer was never seen) and `pending` or `settling` ones whose request is gone.
+    """
+    ResolvePayment: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResolvePaymentRequest, _admin_service_pb2.ResolvePaymentResponse]  # type: ignore[assignment]
+    """ResolvePayment closes a payment in doubt by an operator's evidence: settled (credited once, with
+    the transaction hash) or failed (nothing credited), with a reason kept in its audit trail.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is for operators and internal services only. It is served on
@@ -81,5 +97,25 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.GetAccountResponse, _abc.Awaitable[_admin_service_pb2.GetAccountResponse]]:
         """GetAccount looks an account up by id, Supabase user id or agent id."""
+
+    @_abc_1.abstractmethod
+    def ListPaymentsInDoubt(
+        self,
+        request: _admin_service_pb2.ListPaymentsInDoubtRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListPaymentsInDoubtResponse, _abc.Awaitable[_admin_service_pb2.ListPaymentsInDoubtResponse]]:
+        """ListPaymentsInDoubt lists the x402 payments whose outcome is not known: `unknown` ones (a settle
+        whose answer was never seen) and `pending` or `settling` ones whose request is gone.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolvePayment(
+        self,
+        request: _admin_service_pb2.ResolvePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ResolvePaymentResponse, _abc.Awaitable[_admin_service_pb2.ResolvePaymentResponse]]:
+        """ResolvePayment closes a payment in doubt by an operator's evidence: settled (credited once, with
+        the transaction hash) or failed (nothing credited), with a reason kept in its audit trail.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import LedgerEntry, X402Payment, X402PaymentEvent, as_utc, utcnow
 from server.db.repositories.ledger import LedgerRepository
+from server.domain.errors import Conflict
 
 #: States a payment never leaves.
 FINAL = ("settled", "failed", "expired")
@@ -231,6 +232,22 @@ class PaymentRepository:
     ) -> PaymentRow | None:
         """Mark it settled with its transaction and credit the account, in one transaction, once.
         None when it was not in one of `from_states` (then nothing was credited by this call)."""
+        try:
+            return await self._settle(payment_id, tx_hash, from_states, actor, resolved_by, detail)
+        except IntegrityError:
+            raise Conflict(
+                "this transaction hash is recorded for another payment", reason="TRANSACTION_ALREADY_USED"
+            ) from None
+
+    async def _settle(
+        self,
+        payment_id: str,
+        tx_hash: str,
+        from_states: Iterable[str],
+        actor: str,
+        resolved_by: str,
+        detail: str,
+    ) -> PaymentRow | None:
         now = utcnow()
         async with self._sessions.begin() as session:
             before = await session.scalar(select(X402Payment.status).where(X402Payment.id == payment_id))
@@ -279,22 +296,24 @@ class PaymentRepository:
             assert payment is not None
             return _row(payment)
 
-    async def take_for_reconciling(self, limit: int, lease: timedelta) -> list[PaymentRow]:
-        """Own, for `lease`, up to `limit` payments nobody owns whose outcome is open: `unknown` ones,
-        and `pending` or `settling` ones whose request's lease ran out (it died). On PostgreSQL the
-        rows are picked `FOR UPDATE SKIP LOCKED`, so replicas reconciling together never pick the same."""
+    async def take_for_reconciling(
+        self, limit: int, lease: timedelta, *, include_unknown: bool
+    ) -> list[PaymentRow]:
+        """Own, for `lease`, up to `limit` payments nobody owns whose outcome is open: `pending` or
+        `settling` ones whose request's lease ran out (it died), and with `include_unknown` the
+        `unknown` ones. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so replicas
+        reconciling together never pick the same."""
         now = utcnow()
+        abandoned = and_(X402Payment.status.in_(("pending", "settling")), X402Payment.lease_until <= now)
+        unknown = and_(
+            X402Payment.status == "unknown",
+            or_(X402Payment.lease_until.is_(None), X402Payment.lease_until <= now),
+        )
         async with self._sessions.begin() as session:
             candidates = (
                 select(X402Payment.id)
                 .where(
-                    or_(
-                        and_(
-                            X402Payment.status == "unknown",
-                            or_(X402Payment.lease_until.is_(None), X402Payment.lease_until <= now),
-                        ),
-                        and_(X402Payment.status.in_(("pending", "settling")), X402Payment.lease_until <= now),
-                    ),
+                    or_(abandoned, unknown) if include_unknown else abandoned,
                     X402Payment.chain_id.is_not(None),
                 )
                 .order_by(X402Payment.updated_at)

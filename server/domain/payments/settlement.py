@@ -190,7 +190,9 @@ class Settlements:
 
     async def reconcile_once(self) -> int:
         """Take the open payments nobody owns and close what evidence allows; how many were closed."""
-        rows = await self._payments.take_for_reconciling(RECONCILE_BATCH, self._policy.work_lease)
+        rows = await self._payments.take_for_reconciling(
+            RECONCILE_BATCH, self._policy.work_lease, include_unknown=self._chain is not None
+        )
         closed = 0
         for row in rows:
             try:
@@ -226,14 +228,8 @@ class Settlements:
         closed = await self._from_chain(row, actor="reconciler")
         if closed is not None:
             return 1
-        # Not yet: look again next round.
-        await self._payments.move(
-            row.id,
-            ["unknown"],
-            "unknown",
-            actor="reconciler",
-            lease=timedelta(seconds=self._policy.retry_after),
-        )
+        # Not yet: give it back; the next round (or a client's retry) looks again.
+        await self._payments.move(row.id, ["unknown"], "unknown", actor="reconciler")
         return 0
 
     async def _settle(
@@ -269,7 +265,12 @@ class Settlements:
             # It was unknown: a refusal now proves nothing (the first settle may have landed).
             raise await self._unknown(row, f"retried settle refused: {settlement.reason or 'no transaction'}")
         await self._payments.move(
-            row.id, ["settling"], "failed", actor="request", detail=f"settle refused: {settlement.reason}"
+            row.id,
+            ["settling"],
+            "failed",
+            actor="request",
+            detail=f"settle refused: {settlement.reason}",
+            resolved_by="facilitator",
         )
         PAYMENTS.labels("failed").inc()
         raise UpstreamFailed(
@@ -300,7 +301,9 @@ class Settlements:
     async def _spent_elsewhere(self, row: PaymentRow, evidence: Evidence, *, actor: str) -> None:
         where = f" in {evidence.other_tx}" if evidence.other_tx else ""
         detail = f"the chain shows the authorisation used{where} without a transfer to payTo"
-        await self._payments.move(row.id, ["settling", "unknown"], "failed", actor=actor, detail=detail)
+        await self._payments.move(
+            row.id, ["settling", "unknown"], "failed", actor=actor, detail=detail, resolved_by="chain"
+        )
         PAYMENTS.labels("failed").inc()
         raise NotPaid(
             "PAYMENT_NOT_RECEIVED", f"this authorisation was spent without paying this gateway: {detail}"
@@ -327,6 +330,7 @@ class Settlements:
                 "expired",
                 actor=actor,
                 detail="no transfer by validBefore: the authorisation can never be used now",
+                resolved_by="chain",
             )
             PAYMENTS.labels("expired").inc()
             return expired or await self.current(row.id)

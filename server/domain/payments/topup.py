@@ -189,6 +189,10 @@ class TopUps:
                     "PAYMENT_EXPIRED",
                     "the authorisation expired without being used; nothing was credited: sign a new payment",
                 )
+            if row.status == "failed" and row.resolved_by in {"chain", "operator"}:
+                raise NotPaid(
+                    "PAYMENT_NOT_RECEIVED", f"this payment did not reach this gateway: {row.error_reason}"
+                )
             if row.leased(datetime.now(UTC)):
                 raise pending(row, policy, "This payment is being settled by another request.")
             if row.status in ("failed", "pending"):
