@@ -129,27 +129,32 @@ async def test_one_usage_record_per_request_and_unique_key_hashes(
 
 
 async def test_an_x402_authorisation_is_recorded_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Once per (chain id, asset, payer, nonce): the same authorisation re-wrapped as x402 v1, which
+    names the network `base-sepolia` instead of `eip155:84532`, is still the same payment."""
     async with sessions.begin() as session:
         account = Account(kind="agent", external_id=f"agent-{uuid.uuid4().hex}")
         session.add(account)
     nonce = "0x" + uuid.uuid4().hex * 2
 
-    def payment() -> X402Payment:
+    def payment(version: int, network: str) -> X402Payment:
         return X402Payment(
             account_id=account.id,
-            x402_version=2,
-            network="eip155:84532",
-            asset="0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+            x402_version=version,
+            network=network,
+            chain_id=84532,
+            asset="0x036cbd53842c5426634e7929541ec2318f3dcf7e",
             payer="0x2222222222222222222222222222222222222222",
             pay_to="0x1111111111111111111111111111111111111111",
             nonce=nonce,
+            valid_before=2**31,
             amount_atomic=5_000_000,
             amount_usd_micro=5_000_000,
             credits_micro=5_000_000_000,
         )
 
     async with sessions.begin() as session:
-        session.add(payment())
-    with pytest.raises(IntegrityError):
-        async with sessions.begin() as session:
-            session.add(payment())
+        session.add(payment(2, "eip155:84532"))
+    for version, network in ((2, "eip155:84532"), (1, "base-sepolia")):
+        with pytest.raises(IntegrityError):
+            async with sessions.begin() as session:
+                session.add(payment(version, network))

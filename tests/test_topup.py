@@ -9,28 +9,22 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import openai
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from x402 import x402ClientSync
-from x402.http.x402_http_client import x402HTTPClientSync
-from x402.mechanisms.evm.exact.register import register_exact_evm_client
-from x402.mechanisms.evm.signers import EthAccountSigner
 
 from scripts.dev_facilitator import FAKE_TX_PREFIX, DevFacilitator
 from tests.conftest import gateway_settings
-from tests.support.db import query
 from tests.support.fake_provider import FakeProvider
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.payers import Agent, Challenge, forged
 from tests.support.supabase import SupabaseStandIn
 
 PAY_TO = "0x1111111111111111111111111111111111111111"
 USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
-Challenge = Callable[[dict[str, Any]], None]
 
 
 @pytest.fixture(scope="module")
@@ -63,75 +57,11 @@ def wallet() -> LocalAccount:
     return account
 
 
-class Agent:
-    """A registered agent with a wallet, paying through the x402 client."""
-
-    def __init__(self, shop: Gateway, wallet: LocalAccount) -> None:
-        self.http = httpx.Client(base_url=shop.base_url, timeout=30)
-        response = self.http.post("/api/agents/register", json={"agentId": f"payer-{uuid.uuid4().hex[:10]}"})
-        if response.status_code != 201:
-            self.http.close()
-            raise AssertionError(response.text)
-        registered = response.json()
-        self.key = registered["apiKey"]
-        self.account_id = registered["account"]["id"]
-        client = x402ClientSync()
-        register_exact_evm_client(client, EthAccountSigner(wallet))
-        # The tests forge challenges (other assets, amounts): the server, not the client, must refuse them.
-        client.set_spend_controls(False)
-        self.x402 = x402HTTPClientSync(client)
-        self.shop = shop
-
-    def topup(
-        self, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None
-    ) -> httpx.Response:
-        return self.http.post(
-            "/api/agents/topup",
-            json=body or {},
-            headers={"authorization": f"Bearer {self.key}", **(headers or {})},
-        )
-
-    def payment(
-        self, version: int, change: Challenge | None = None, body: dict[str, Any] | None = None
-    ) -> dict[str, str]:
-        """Ask, then sign what the 402 asks for (optionally changed first, to forge a mismatch)."""
-        challenge = self.topup(body=body)
-        assert challenge.status_code == 402, challenge.text
-        headers = dict(challenge.headers.items())
-        content = challenge.content
-        if version == 1:
-            headers.pop("payment-required")
-            if change:
-                data = json.loads(content)
-                change(data["accepts"][0])
-                content = json.dumps(data).encode()
-        elif change:
-            data = json.loads(base64.b64decode(headers["payment-required"]))
-            change(data["accepts"][0])
-            headers["payment-required"] = base64.b64encode(json.dumps(data).encode()).decode()
-        payment_headers, _payload = self.x402.handle_402_response(
-            headers, content, f"{self.shop.base_url}/api/agents/topup"
-        )
-        return payment_headers
-
-    def balance(self) -> tuple[int, int]:
-        settings = self.shop.settings
-        balance = query(settings, "SELECT balance_micro FROM accounts WHERE id = :id", id=self.account_id)[0][
-            "balance_micro"
-        ]
-        ledger = query(
-            settings,
-            "SELECT COALESCE(SUM(amount_micro), 0) AS total FROM ledger_entries WHERE account_id = :id",
-            id=self.account_id,
-        )[0]["total"]
-        return int(balance), int(ledger)
-
-
 @pytest.fixture
 def agent(shop: Gateway, wallet: LocalAccount) -> Iterator[Agent]:
     payer = Agent(shop, wallet)
     yield payer
-    payer.http.close()
+    payer.close()
 
 
 def test_health_shows_the_x402_channel(shop: Gateway) -> None:
@@ -218,13 +148,6 @@ def test_a_payment_buys_credits_once_and_the_agent_spends_them(
         "usage"
     ]
     assert usage["creditsPurchased"] == 1000 and usage["requestCount"] == 1
-
-
-def forged(field: str, value: Any) -> Challenge:
-    def change(offer: dict[str, Any]) -> None:
-        offer[field] = value
-
-    return change
 
 
 @pytest.mark.parametrize("version", [1, 2])
