@@ -69,6 +69,8 @@ class DevFacilitator:
         #: Answer "nonce already used" without settling, whatever the chain says.
         self.claim_nonce_used = False
         self.calls: list[str] = []
+        #: The local port each settle came from (a test can tell which process asked).
+        self.settle_ports: list[int] = []
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -164,6 +166,7 @@ class DevFacilitator:
                     self.answer(404, {"error": "not found"})
 
             def settle(self, body: dict[str, Any]) -> None:
+                facilitator.settle_ports.append(int(self.client_address[1]))
                 if facilitator.drop_settle_seconds:
                     time.sleep(facilitator.drop_settle_seconds)
                     self.answer(504, {"error": "settle dropped"})

@@ -190,12 +190,10 @@ def test_a_settle_whose_answer_was_lost_is_credited_once_by_a_retry(
 
 
 def test_a_settle_whose_answer_was_lost_is_credited_once_by_the_reconciler_alone(
-    agent: Agent, facilitator: DevFacilitator
+    shop: Gateway, agent: Agent, facilitator: DevFacilitator
 ) -> None:
     headers, nonce = lose_the_answer(agent, facilitator)
-    eventually(
-        lambda: reconcile(agent.shop) >= 0 and stored(agent.shop.settings, nonce)[0]["status"] == "settled"
-    )
+    eventually(lambda: reconcile(shop) >= 0 and stored(agent.shop.settings, nonce)[0]["status"] == "settled")
     [row] = stored(agent.shop.settings, nonce)
     assert (row["resolved_by"], row["tx_hash"]) == ("chain", chain_tx(facilitator, nonce))
     assert agent.balance() == (ONE_DOLLAR_OF_CREDITS, ONE_DOLLAR_OF_CREDITS)
@@ -273,7 +271,7 @@ def test_nonce_used_while_the_chain_shows_the_authorisation_paid_someone_else_cr
 
 
 def test_nonce_used_on_a_retry_while_the_chain_shows_no_transfer_credits_nothing(
-    agent: Agent, facilitator: DevFacilitator
+    shop: Gateway, agent: Agent, facilitator: DevFacilitator
 ) -> None:
     headers = agent.payment(2)
     nonce = nonce_of(headers)
@@ -284,7 +282,7 @@ def test_nonce_used_on_a_retry_while_the_chain_shows_no_transfer_credits_nothing
     facilitator.claim_nonce_used = True
     for _ in range(2):
         assert_pending(agent.topup(headers))
-        reconcile(agent.shop)
+        reconcile(shop)
     [row] = stored(agent.shop.settings, nonce)
     assert row["status"] == "unknown" and row["tx_hash"] is None
     assert not [log for log in facilitator.chain.logs if log["topics"][2] == nonce], "nothing on chain"
@@ -293,7 +291,7 @@ def test_nonce_used_on_a_retry_while_the_chain_shows_no_transfer_credits_nothing
 
 
 def test_an_authorisation_never_used_by_its_valid_before_expires_and_a_fresh_payment_works(
-    agent: Agent, facilitator: DevFacilitator
+    shop: Gateway, agent: Agent, facilitator: DevFacilitator
 ) -> None:
     headers = agent.payment(2, forged("maxTimeoutSeconds", 3))  # validBefore: now + 3 s
     nonce = nonce_of(headers)
@@ -302,12 +300,12 @@ def test_an_authorisation_never_used_by_its_valid_before_expires_and_a_fresh_pay
     facilitator.drop_settle_seconds = 0.0
     [row] = stored(agent.shop.settings, nonce)
     assert row["valid_before"] <= time.time() + 3
-    reconcile(agent.shop)
+    reconcile(shop)
     assert stored(agent.shop.settings, nonce)[0]["status"] == "unknown", (
         "not before validBefore and its margin"
     )
     eventually(
-        lambda: reconcile(agent.shop) >= 0 and stored(agent.shop.settings, nonce)[0]["status"] == "expired",
+        lambda: reconcile(shop) >= 0 and stored(agent.shop.settings, nonce)[0]["status"] == "expired",
         timeout=15,
     )
     assert stored(agent.shop.settings, nonce)[0]["resolved_by"] == "chain"

@@ -7,7 +7,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -16,16 +16,26 @@ from x402.http.x402_http_client import x402HTTPClientSync
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 from x402.mechanisms.evm.signers import EthAccountSigner
 
+from server.settings import Settings
 from tests.support.db import query
-from tests.support.gateway import Gateway
 
 Challenge = Callable[[dict[str, Any]], None]
+
+
+class Shop(Protocol):
+    """Where an agent pays: the gateway's public URL, and its settings (to read its database)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 class Agent:
     """A registered agent with a wallet, paying through the x402 client."""
 
-    def __init__(self, shop: Gateway, wallet: LocalAccount) -> None:
+    def __init__(self, shop: Shop, wallet: LocalAccount) -> None:
         self.http = httpx.Client(base_url=shop.base_url, timeout=30)
         response = self.http.post("/api/agents/register", json={"agentId": f"payer-{uuid.uuid4().hex[:10]}"})
         if response.status_code != 201:
