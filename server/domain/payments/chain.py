@@ -23,6 +23,10 @@ AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
 
+#: Without a recorded starting block, how far back to look for a payment's events (about a day on Base).
+LOOKBACK_BLOCKS = 50_000
+
+
 class ChainUnavailable(Exception):
     """The RPC endpoint could not answer, answered an error, or serves another chain."""
 
@@ -82,8 +86,14 @@ def transfer_matches(log: dict[str, Any], authorization: Authorization) -> bool:
 class ChainClient:
     """A small JSON-RPC client for the configured network (checked by `eth_chainId` before use)."""
 
-    def __init__(self, url: str, chain_id: int, timeout_seconds: float) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout_seconds)
+    def __init__(
+        self,
+        url: str,
+        chain_id: int,
+        timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(timeout=timeout_seconds, transport=transport)
         self._url = url
         self._chain_id = chain_id
         self._checked = False
@@ -124,6 +134,12 @@ class ChainClient:
         except ValueError:
             raise ChainUnavailable("eth_call: not a word") from None
 
+    async def _start_block(self, authorization: Authorization) -> int:
+        """Where the payment's events can be: from when it was first seen, else a recent window."""
+        if authorization.from_block is not None:
+            return authorization.from_block
+        return max(0, await self.block_number() - LOOKBACK_BLOCKS)
+
     async def evidence(self, authorization: Authorization) -> Evidence:
         """What the chain shows for this authorisation; ChainUnavailable when it cannot tell."""
         if not await self.authorization_used(authorization):
@@ -138,7 +154,7 @@ class ChainClient:
                         topic_address(authorization.payer),
                         _nonce(authorization.nonce),
                     ],
-                    "fromBlock": hex(authorization.from_block or 0),
+                    "fromBlock": hex(await self._start_block(authorization)),
                     "toBlock": "latest",
                 }
             ],

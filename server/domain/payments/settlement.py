@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: How many open payments one reconciling pass takes.
 RECONCILE_BATCH = 20
+#: How long a settle waits to learn the chain's height (where to look for it later).
+BLOCK_NUMBER_SECONDS = 2.0
 
 
 class NotPaid(Exception):
@@ -346,12 +348,13 @@ class Settlements:
             return None
 
     async def _block_number(self) -> int | None:
-        """Where to start looking for the payment on chain (best effort)."""
+        """Where to start looking for the payment on chain (best effort, and quick: the settle waits)."""
         if self._chain is None:
             return None
         try:
-            return await self._chain.block_number()
-        except ChainUnavailable:
+            async with asyncio.timeout(BLOCK_NUMBER_SECONDS):
+                return await self._chain.block_number()
+        except (ChainUnavailable, TimeoutError):
             return None
 
     async def _detached(self, work: Coroutine[Any, Any, PaymentRow]) -> PaymentRow:
