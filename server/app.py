@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 import grpc
@@ -40,6 +41,7 @@ from server.db.pool import open_pool
 from server.db.repositories import AccountRepository, DatabaseProbe, LedgerRepository
 from server.db.repositories.accounts import KeyRow
 from server.db.repositories.billing_postgres import PostgresBilling
+from server.db.repositories.billing_sqlite import SqliteBilling
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.payments import PaymentRepository
 from server.db.repositories.rate_limits import RateLimitRepository
@@ -49,9 +51,11 @@ from server.domain.accounts import AccountPolicy, PeopleAccounts
 from server.domain.admin import Administration
 from server.domain.agents import AgentAccounts
 from server.domain.catalog import Catalog, configured_providers, load_catalog_file
+from server.domain.chat.lease import shortest_safe_lease, warn_if_short
 from server.domain.chat.service import ChatService
 from server.domain.chat.tokens import warm_up
 from server.domain.credits import MICRO_PER_CREDIT
+from server.domain.holds import Billing
 from server.domain.key_auth import ApiKeyAuthenticator
 from server.domain.key_cache import KeyCache
 from server.domain.payments.chain import ChainClient
@@ -61,11 +65,12 @@ from server.domain.payments.reconciler import reconcile_forever
 from server.domain.payments.settlement import SettlementPolicy, Settlements
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
-from server.domain.providers.registry import provider_clients, release_stale_reservations
+from server.domain.providers.registry import provider_clients
 from server.domain.routing.notdiamond import NotDiamondClient
 from server.domain.routing.router import Router
 from server.domain.skill import render_skill
 from server.domain.supabase_tokens import SupabaseTokenVerifier
+from server.domain.sweeper import sweep_forever
 from server.domain.usage_report import UsageReports
 from server.interceptors import default_interceptors
 from server.interceptors.wrapping import ServerInterceptor
@@ -108,6 +113,7 @@ class Runtime:
     key_cache: KeyCache[KeyRow]
     pool: AsyncConnectionPool | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    billing: Billing | None = None
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Finish calls in flight (up to the grace period), then release what the server holds."""
@@ -171,7 +177,18 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     clients = provider_clients(catalog.providers, settings.upstream_timeout_seconds)
     pool = await open_pool(database, POOL_SIZE) if shared_database else None
-    usage = UsageRepository(sessions, PostgresBilling(pool) if pool is not None else None)
+    usage = UsageRepository(sessions)
+    # Holds and bills: one statement per step on PostgreSQL's pool, one ORM transaction on SQLite.
+    lease = timedelta(seconds=settings.hold_lease_seconds)
+    billing: Billing = PostgresBilling(pool, lease) if pool is not None else SqliteBilling(sessions, lease)
+    warn_if_short(
+        settings.hold_lease_seconds,
+        shortest_safe_lease(
+            settings.upstream_timeout_seconds,
+            catalog.routing.max_attempts,
+            settings.stream_idle_timeout_seconds,
+        ),
+    )
     cooldowns = CooldownRepository(sessions)
     notdiamond = (
         NotDiamondClient(
@@ -183,13 +200,17 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     chat = ChatService(
         catalog,
         clients,
+        billing,
         usage,
         settings.credits_per_usd_decimal,
         settings.default_max_output_tokens,
         Router(catalog, cooldowns, notdiamond),
         cooldowns,
+        settings.hold_lease_seconds,
     )
-    background.append(asyncio.create_task(release_stale_reservations(usage), name="stale-reservations"))
+    background.append(
+        asyncio.create_task(sweep_forever(billing, settings.hold_sweep_seconds), name="hold-sweeper")
+    )
 
     limit = settings.max_body_bytes + 1024 * 1024
     server = grpc.aio.server(
@@ -296,5 +317,6 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         notdiamond=notdiamond,
         key_cache=key_cache,
         pool=pool,
+        billing=billing,
         background=background,
     )

@@ -23,6 +23,11 @@ TOKENS = Counter(
     "crosscompute_tokens_total", "Tokens billed, by model and direction.", ["model", "direction"]
 )
 CREDITS = Counter("crosscompute_billed_micro_credits_total", "Micro-credits billed, by model.", ["model"])
+UNBILLED = Counter(
+    "crosscompute_unbilled_micro_credits_total",
+    "Micro-credits providers' reported usage cost beyond what the hold, key quota and balance covered.",
+    ["model"],
+)
 PAYMENTS = Counter(
     "crosscompute_x402_payments_total",
     "x402 payments reaching a state: settled, failed, expired, or unknown (outcome not seen).",

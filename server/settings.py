@@ -193,6 +193,17 @@ class Settings:
         "Longest wait for a provider's answer (or its next chunk).",
         120,
     )
+    hold_lease_seconds: int = setting(
+        "CROSSCOMPUTE_HOLD_LEASE_SECONDS",
+        "How long a call's hold is leased (a relaying stream renews it); past it the sweeper releases "
+        "the hold. Keep it over twice the longest silence a call can have (see Inference, billing).",
+        900,
+    )
+    hold_sweep_seconds: int = setting(
+        "CROSSCOMPUTE_HOLD_SWEEP_SECONDS",
+        "How often each replica releases holds whose lease has passed (their replica died).",
+        60,
+    )
     #: Every `*_API_KEY` and `*_BASE_URL` variable, for the catalog's providers (keys are secrets).
     provider_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -229,6 +240,8 @@ class Settings:
                 raise ConfigurationError("CROSSCOMPUTE_SIGNUP_CREDITS must not be negative")
         except InvalidArgument as error:
             raise ConfigurationError(f"CROSSCOMPUTE_SIGNUP_CREDITS: {error.message}") from None
+        if self.hold_lease_seconds < 1 or self.hold_sweep_seconds < 1:
+            raise ConfigurationError("CROSSCOMPUTE_HOLD_LEASE_SECONDS and _SWEEP_SECONDS must be at least 1")
         if self.simulator not in {"auto", "on", "off"}:
             raise ConfigurationError("CROSSCOMPUTE_SIMULATOR must be auto, on or off")
         try:

@@ -83,17 +83,22 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.CreateChatCompletionResponse]:
         principal = await self._authenticator.authenticate(bearer_token(context))
         call = await self._chat.start(principal, request.body.data)
-        await context.send_initial_metadata(tuple(call.headers))
-        if call.body is not None:
-            yield pb.CreateChatCompletionResponse(
-                body=httpbody_pb2.HttpBody(content_type="application/json", data=call.body)
-            )
-            return
-        assert call.chunks is not None
-        content_type = "text/event-stream"
-        async for chunk in call.chunks:
-            # The first message's content type becomes the HTTP response's.
-            yield pb.CreateChatCompletionResponse(
-                body=httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
-            )
-            content_type = ""
+        try:
+            await context.send_initial_metadata(tuple(call.headers))
+            if call.body is not None:
+                yield pb.CreateChatCompletionResponse(
+                    body=httpbody_pb2.HttpBody(content_type="application/json", data=call.body)
+                )
+                return
+            assert call.chunks is not None
+            content_type = "text/event-stream"
+            async for chunk in call.chunks:
+                # The first message's content type becomes the HTTP response's.
+                yield pb.CreateChatCompletionResponse(
+                    body=httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
+                )
+                content_type = ""
+        finally:
+            # However this ends (headers that could not be sent, a caller that left, an error), the
+            # call closes now: a stream that never started gives its hold back.
+            await call.aclose()

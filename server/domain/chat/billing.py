@@ -1,4 +1,5 @@
-"""Pricing a call before and after: the worst case to hold, and the real cost to bill."""
+"""Pricing a call before and after: the worst case to hold, the real cost, and how a cost beyond the
+hold is charged."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from server.domain.catalog import ModelSpec, cost_micro
-from server.domain.errors import InvalidArgument, PaymentRequired
+from server.domain.errors import InvalidArgument
+from server.domain.holds import RefusalReason, Refused
 from server.domain.providers.base import Usage
 
 
@@ -55,10 +57,7 @@ def plan_hold(
         )
         max_output = min(spec.max_output, room, affordable, default_output)
         if max_output < 1:
-            raise PaymentRequired(
-                "Not enough credits for this request: top up or ask for fewer tokens.",
-                reason="INSUFFICIENT_CREDITS",
-            )
+            raise Refused(RefusalReason.BALANCE).error()
     amount = cost_micro(
         spec, credits_per_usd, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=max_output
     )
@@ -74,3 +73,28 @@ def bill(spec: ModelSpec, credits_per_usd: Decimal, usage: Usage) -> int:
         cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens,
     )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a call is billed in all, and what it cost beyond anything that could be billed."""
+
+    billed_micro: int
+    unbilled_micro: int
+
+
+def charge(held_micro: int, cost_micro: int, key_room_micro: int | None, balance_micro: int) -> Charge:
+    """Split a call's real cost `cost_micro`, given what was held for it.
+
+    Within the hold the cost is billed whole (the rest of the hold goes back). Beyond it, the excess
+    is billed as far as the key's quota room (`key_room_micro`, quota minus used, which already counts
+    the hold; None: no quota) and the account's balance (which already paid the hold) still cover,
+    never below zero; what neither covers is unbilled, to be counted rather than dropped.
+    """
+    cost = max(0, cost_micro)
+    if cost <= held_micro:
+        return Charge(billed_micro=cost, unbilled_micro=0)
+    excess = cost - held_micro
+    room = max(0, balance_micro) if key_room_micro is None else max(0, min(key_room_micro, balance_micro))
+    extra = min(excess, room)
+    return Charge(billed_micro=held_micro + extra, unbilled_micro=excess - extra)

@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,58 +16,50 @@ from typing import Any
 import orjson
 
 from server.db.repositories.cooldowns import CooldownRepository
-from server.db.repositories.usage import UsageFacts, UsageRepository
+from server.db.repositories.usage import UsageRepository
 from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
 from server.domain.chat.billing import Hold, bill, plan_hold
+from server.domain.chat.failures import domain_error
+from server.domain.chat.lease import LeaseRenewal
+from server.domain.chat.relay import RelayBilling, StreamRelay
 from server.domain.chat.request import ChatRequest, parse_body, validate
 from server.domain.chat.tokens import count_prompt, count_text, hold_for_prompt
-from server.domain.credits import micro_to_credits, micro_to_wire
-from server.domain.errors import (
-    DomainError,
-    InvalidArgument,
-    PaymentRequired,
-    ServiceUnavailable,
-    UpstreamFailed,
-    UpstreamTimeout,
-)
+from server.domain.credits import micro_to_credits
+from server.domain.errors import DomainError, InvalidArgument, PaymentRequired, ServiceUnavailable
+from server.domain.holds import ABANDONED, Billing, Held, HoldRequest, Refused, Settlement, UsageFacts
 from server.domain.key_auth import KeyPrincipal
 from server.domain.providers.base import ProviderClient, UpstreamError, Usage
-from server.domain.providers.openai_compat import usage_of
 from server.domain.routing.router import Route, Router
-from server.observability import COOLDOWNS, CREDITS, FALLBACKS, TOKENS, UPSTREAM_ERRORS
+from server.domain.uninterrupted import detached, shielded
+from server.observability import COOLDOWNS, CREDITS, FALLBACKS, TOKENS, UNBILLED, UPSTREAM_ERRORS
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ChatCall:
-    """The answer: response headers, then one JSON body or a stream of SSE chunks."""
+    """The answer: response headers, then one JSON body or a stream of SSE chunks. Whoever gets one
+    must `aclose` it, however the response goes: a stream that never started gives its hold back."""
 
     headers: list[tuple[str, str]]
     body: bytes | None = None
-    chunks: AsyncIterator[bytes] | None = None
+    relay: StreamRelay | None = None
+
+    @property
+    def chunks(self) -> AsyncIterator[bytes] | None:
+        return self.relay.chunks if self.relay is not None else None
+
+    async def aclose(self) -> None:
+        """Idempotent. A plain answer is settled already; a stream is closed (see `StreamRelay`)."""
+        if self.relay is not None:
+            await self.relay.aclose()
 
 
 @dataclass
-class Produced:
-    """What a stream has delivered so far, to bill a stream that ends early."""
+class _Closing:
+    """Whether an attempt has begun to close the call itself (then a failure must not release it)."""
 
-    text: list[str] = field(default_factory=list)
-    usage: Usage | None = None
-
-    def add(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                self.text.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") or {}
-                self.text.extend(str(function.get(part) or "") for part in ("name", "arguments"))
-        if chunk.get("usage"):
-            self.usage = usage_of(chunk["usage"])
-
-    def counted(self, prompt_tokens: int) -> Usage:
-        return self.usage or Usage(input_tokens=prompt_tokens, output_tokens=count_text("".join(self.text)))
+    begun: bool = False
 
 
 #: Failures before any byte reached the client that try the next candidate (a 400 is the request's fault).
@@ -82,51 +74,30 @@ COOL_DOWNS = {
 }
 
 
-def domain_error(error: UpstreamError) -> DomainError:
-    """How a provider's failure reaches our caller (never with the provider's credentials or URL)."""
-    if error.kind == "bad_request":
-        return InvalidArgument(error.message, reason="UPSTREAM_BAD_REQUEST")
-    if error.kind == "auth":
-        return UpstreamFailed(
-            "The provider refused the gateway's credentials.", reason="PROVIDER_AUTH_FAILED"
-        )
-    if error.kind == "rate_limited":
-        return ServiceUnavailable(
-            "The provider is rate limiting; retry shortly.", reason="PROVIDER_RATE_LIMITED"
-        )
-    if error.kind == "overloaded":
-        return ServiceUnavailable("The provider is overloaded; retry shortly.", reason="PROVIDER_OVERLOADED")
-    if error.kind == "timeout":
-        return UpstreamTimeout("The provider did not answer in time.", reason="PROVIDER_TIMEOUT")
-    if error.kind == "connect":
-        return UpstreamFailed("The provider could not be reached.", reason="PROVIDER_UNREACHABLE")
-    return UpstreamFailed("The provider failed to answer.", reason="PROVIDER_ERROR")
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
 class ChatService:
-    """Chat completions for explicit models (routing profiles come with the router)."""
+    """Chat completions for explicit models and routing profiles."""
 
     def __init__(
         self,
         catalog: Catalog,
         clients: Mapping[str, ProviderClient],
+        billing: Billing,
         usage: UsageRepository,
         credits_per_usd: Decimal,
         default_output: int,
         router: Router,
         cooldowns: CooldownRepository,
+        lease_seconds: float,
     ) -> None:
         self._default_output = default_output
         self._router = router
         self._cooldowns = cooldowns
         self._max_attempts = catalog.routing.max_attempts
         self._clients = clients
+        self._billing = billing
         self._usage = usage
         self._credits_per_usd = credits_per_usd
+        self._lease_seconds = lease_seconds
 
     async def start(self, principal: KeyPrincipal, raw: bytes) -> ChatCall:
         request = validate(parse_body(raw))
@@ -134,22 +105,36 @@ class ChatService:
         prompt_tokens = hold_for_prompt(counted_prompt)
         route = await self._router.route(request, prompt_tokens)
         call_id = str(uuid.uuid4())
-        # Hold first as if credits were plenty (one database round trip); only when that is refused
-        # and the caller set no `max_tokens` is the output cap fitted to what the key can spend.
-        attempts = self._plan(route, request, prompt_tokens, spendable=None)
+        renewal = LeaseRenewal(self._lease_seconds)
+        attempts = await self._hold(call_id, principal, request, route, prompt_tokens)
+        closing = _Closing()
         try:
-            await self._reserve(call_id, principal, request, route, attempts)
-        except PaymentRequired:
-            if request.max_output_tokens is not None:
-                raise
+            return await self._attempt(call_id, request, route, attempts, counted_prompt, renewal, closing)
+        except asyncio.CancelledError:
+            # The caller left before any answer: the hold goes back whole.
+            if not closing.begun:
+                await shielded(self._billing.release(call_id, ABANDONED, status="released"))
+            raise
+        except BaseException:
+            if not closing.begun:
+                await shielded(self._billing.release(call_id, "failed"))
+            raise
+
+    async def _hold(
+        self, call_id: str, principal: KeyPrincipal, request: ChatRequest, route: Route, prompt_tokens: int
+    ) -> list[tuple[ModelSpec, Hold]]:
+        """Hold the worst case, or raise PaymentRequired. Held first as if credits were plenty (one
+        database round trip); only when that is refused and the caller set no `max_tokens` is the
+        output cap fitted to what the key can spend."""
+        attempts = self._plan(route, request, prompt_tokens, spendable=None)
+        outcome = await self._reserve(call_id, principal, request, route, attempts)
+        if isinstance(outcome, Refused) and request.max_output_tokens is None:
             spendable = (await self._usage.spendable(principal.key_id)).micro
             attempts = self._plan(route, request, prompt_tokens, spendable=spendable)
-            await self._reserve(call_id, principal, request, route, attempts)
-        try:
-            return await self._attempt(call_id, request, route, attempts, counted_prompt)
-        except BaseException:
-            await asyncio.shield(self._usage.release(call_id, "failed"))
-            raise
+            outcome = await self._reserve(call_id, principal, request, route, attempts)
+        if isinstance(outcome, Refused):
+            raise outcome.error()
+        return attempts
 
     def _plan(
         self, route: Route, request: ChatRequest, prompt_tokens: int, spendable: int | None
@@ -184,16 +169,33 @@ class ChatService:
         request: ChatRequest,
         route: Route,
         attempts: list[tuple[ModelSpec, Hold]],
-    ) -> None:
-        await self._usage.reserve(
+    ) -> Held | Refused:
+        """Take the hold so that a caller leaving meanwhile cannot leave it behind: the statement
+        runs to its end, and a hold it took is given back."""
+        hold = HoldRequest(
             call_id=call_id,
             account_id=principal.account_id,
             key_id=principal.key_id,
-            amount_micro=max(hold.amount_micro for _spec, hold in attempts),
+            amount_micro=max(planned.amount_micro for _spec, planned in attempts),
             requested_model=request.model,
             stream=request.stream,
             routing_profile=route.profile,
         )
+        taking = detached(self._billing.reserve(hold))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            await shielded(self._give_back(taking, call_id))
+            raise
+
+    async def _give_back(self, taking: asyncio.Future[Held | Refused], call_id: str) -> None:
+        """Once the hold a departed caller asked for is taken, release it."""
+        try:
+            outcome = await taking
+        except Exception:
+            return  # the hold failed: nothing to give back
+        if isinstance(outcome, Held):
+            await self._billing.release(call_id, ABANDONED, status="released")
 
     async def _attempt(
         self,
@@ -202,6 +204,8 @@ class ChatService:
         route: Route,
         attempts: list[tuple[ModelSpec, Hold]],
         counted_prompt: int,
+        renewal: LeaseRenewal,
+        closing: _Closing,
     ) -> ChatCall:
         """Try the candidates in order until one answers; only a failure before any byte falls back."""
         last_error: UpstreamError | None = None
@@ -213,12 +217,12 @@ class ChatService:
                     usage = completion.usage or Usage(
                         counted_prompt, count_text(json.dumps(completion.body["choices"]))
                     )
-                    billed = await self._settle(call_id, spec, usage, route)
+                    # From here the settlement closes the call, even if the caller leaves meanwhile.
+                    closing.begun = True
+                    settlement = await shielded(self._settle(call_id, spec, usage, route))
                     body = {**completion.body, "model": spec.id}
-                    headers = [
-                        *self._headers(route, spec),
-                        ("x-crosscompute-billed-credits", f"{micro_to_credits(billed).normalize():f}"),
-                    ]
+                    billed = micro_to_credits(settlement.billed_micro).normalize()
+                    headers = [*self._headers(route, spec), ("x-crosscompute-billed-credits", f"{billed:f}")]
                     return ChatCall(headers=headers, body=orjson.dumps(body))
                 stream = client.stream(spec, request, hold.max_output)
                 try:
@@ -251,7 +255,7 @@ class ChatService:
             )
             return ChatCall(
                 headers=self._headers(route, spec),
-                chunks=self._relay(call_id, spec, request, first, stream, counted_prompt, route),
+                relay=self._relay(call_id, spec, request, first, stream, counted_prompt, route, renewal),
             )
         assert last_error is not None
         if len(attempts) > 1 and last_error.kind in FALLBACK_KINDS:
@@ -260,6 +264,37 @@ class ChatService:
                 reason="ALL_PROVIDERS_FAILED",
             )
         raise domain_error(last_error)
+
+    def _relay(
+        self,
+        call_id: str,
+        spec: ModelSpec,
+        request: ChatRequest,
+        first: dict[str, Any],
+        stream: AsyncIterator[dict[str, Any]],
+        counted_prompt: int,
+        route: Route,
+        renewal: LeaseRenewal,
+    ) -> StreamRelay:
+        async def settle(usage: Usage) -> Settlement:
+            return await self._settle(call_id, spec, usage, route)
+
+        async def abandon() -> None:
+            await self._billing.release(call_id, ABANDONED, status="released")
+
+        async def renew() -> bool:
+            return await self._billing.renew(call_id)
+
+        return StreamRelay(
+            call_id=call_id,
+            model_id=spec.id,
+            price_rule=spec.price_rule,
+            include_usage=request.include_usage,
+            counted_prompt=counted_prompt,
+            first=first,
+            upstream=stream,
+            billing=RelayBilling(settle=settle, abandon=abandon, renew=renew, renewal=renewal),
+        )
 
     async def _cool_down(self, spec: ModelSpec, error: UpstreamError) -> None:
         rest = COOL_DOWNS.get(error.kind)
@@ -289,7 +324,7 @@ class ChatService:
             headers.append(("x-crosscompute-simulated", "true"))
         return headers
 
-    async def _settle(self, call_id: str, spec: ModelSpec, usage: Usage, route: Route) -> int:
+    async def _settle(self, call_id: str, spec: ModelSpec, usage: Usage, route: Route) -> Settlement:
         facts = UsageFacts(
             model=spec.id,
             provider=spec.provider,
@@ -301,90 +336,31 @@ class ChatService:
             routing_budget=route.budget or None,
             routing_intelligence=None if route.explicit else route.intelligence,
         )
-        billed = await self._usage.settle(call_id, bill(spec, self._credits_per_usd, usage), facts)
+        cost = bill(spec, self._credits_per_usd, usage)
+        settlement = await self._billing.settle(call_id, cost, facts)
+        if not settlement.closed_now:
+            logger.warning(
+                "call %s was closed before it could be billed %d micro-credits",
+                call_id,
+                cost,
+                extra={"call_id": call_id, "model": spec.id, "cost_micro": cost},
+            )
+            return settlement
         TOKENS.labels(spec.id, "input").inc(usage.input_tokens)
         TOKENS.labels(spec.id, "output").inc(usage.output_tokens)
-        CREDITS.labels(spec.id).inc(billed)
-        return billed
-
-    async def _relay(
-        self,
-        call_id: str,
-        spec: ModelSpec,
-        request: ChatRequest,
-        first: dict[str, Any],
-        stream: AsyncIterator[dict[str, Any]],
-        counted_prompt: int,
-        route: Route,
-    ) -> AsyncIterator[bytes]:
-        """Forward the stream chunk by chunk; bill it once however it ends."""
-        produced = Produced()
-        settled = False
-        chunk: dict[str, Any] | None = first
-        last: dict[str, Any] = first
-        try:
-            while chunk is not None:
-                produced.add(chunk)
-                last = chunk
-                if chunk.get("choices"):
-                    yield sse({**chunk, "model": spec.id})
-                chunk = await anext(stream, None)
-            usage = produced.counted(counted_prompt)
-            billed = await self._settle(call_id, spec, usage, route)
-            settled = True
-            if request.include_usage:
-                yield sse(
-                    {
-                        "id": last.get("id", ""),
-                        "object": "chat.completion.chunk",
-                        "created": last.get("created", 0),
-                        "model": spec.id,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": usage.input_tokens,
-                            "completion_tokens": usage.output_tokens,
-                            "total_tokens": usage.input_tokens + usage.output_tokens,
-                            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-                        },
-                        "crosscompute": {
-                            "billed_credits": micro_to_wire(billed),
-                            "price_rule": spec.price_rule,
-                        },
-                    }
-                )
-            yield b"data: [DONE]\n\n"
-        except UpstreamError as error:
-            await self._settle(call_id, spec, produced.counted(counted_prompt), route)
-            settled = True
-            mapped = domain_error(error)
-            logger.warning("upstream %s failed mid-stream: %s", spec.provider, error.kind)
-            yield sse(
-                {
-                    "error": {
-                        "message": mapped.message,
-                        "type": "api_error",
-                        "code": mapped.reason.lower(),
-                        "param": None,
-                    }
-                }
+        CREDITS.labels(spec.id).inc(settlement.billed_micro)
+        if settlement.unbilled_micro:
+            UNBILLED.labels(spec.id).inc(settlement.unbilled_micro)
+            logger.warning(
+                "call %s cost %d micro-credits more than its key and account could pay",
+                call_id,
+                settlement.unbilled_micro,
+                extra={
+                    "call_id": call_id,
+                    "model": spec.id,
+                    "cost_micro": cost,
+                    "billed_micro": settlement.billed_micro,
+                    "unbilled_micro": settlement.unbilled_micro,
+                },
             )
-        except Exception:
-            # Headers are gone: a failure of ours is also reported in-band, never as a silent end.
-            logger.exception("stream relay failed")
-            await self._settle(call_id, spec, produced.counted(counted_prompt), route)
-            settled = True
-            yield sse(
-                {
-                    "error": {
-                        "message": "internal error",
-                        "type": "api_error",
-                        "code": "internal",
-                        "param": None,
-                    }
-                }
-            )
-        finally:
-            if not settled:
-                # The client went away (or the server is stopping): bill what was produced, once.
-                await asyncio.shield(self._settle(call_id, spec, produced.counted(counted_prompt), route))
-            await stream.aclose()  # type: ignore[attr-defined]
+        return settlement
