@@ -36,8 +36,24 @@ def test_a_secret_key_is_refused_where_the_public_key_goes() -> None:
 
 
 def test_unknown_x402_networks_are_refused() -> None:
-    with pytest.raises(ConfigurationError, match="X402_NETWORK"):
-        Settings.from_env({"X402_NETWORK": "ethereum"})
+    for unknown in ("ethereum", "eip155:1", "eip155:"):
+        with pytest.raises(ConfigurationError, match="X402_NETWORK"):
+            Settings.from_env({"X402_NETWORK": unknown})
+
+
+@pytest.mark.parametrize(
+    ("configured", "name", "asset"),
+    [
+        ("eip155:84532", "base-sepolia", "0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+        ("base-sepolia", "base-sepolia", "0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+        ("eip155:8453", "base", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+    ],
+)
+def test_an_x402_network_is_named_by_its_v1_name_or_its_caip2_id(
+    configured: str, name: str, asset: str
+) -> None:
+    settings = Settings.from_env({"X402_NETWORK": configured})
+    assert (settings.x402_network_name, settings.x402_asset_address) == (name, asset)
 
 
 def test_secrets_never_appear_in_repr() -> None:
