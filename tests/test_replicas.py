@@ -102,7 +102,8 @@ def test_three_replicas_bill_at_most_the_quota_and_survive_a_crash(
             # The killed replica's holds stay open until the stale-reservation sweep gives them back:
             # what the key and its account have used is what was billed plus those holds, exactly.
             books = books_of(url, created["key"]["id"])
-            assert key_row["used_micro"] == int(settled["billed"]) + books["key_held"], "the key's quota"
+            assert books["key_used"] == books["key_billed"] + books["key_held"], "the key's quota"
+            assert books["key_billed"] == int(settled["billed"])
             assert books["account_used"] == books["account_billed"] + books["account_held"]
             assert books["account_used"] == books["ledger_used"], "used = the ledger's debits less refunds"
             assert balance == books["granted"] + books["purchased"] - books["account_used"]
@@ -140,13 +141,17 @@ def query_rows(url: str):  # type: ignore[no-untyped-def]
 
 
 def books_of(url: str, key_id: str) -> dict[str, int]:
-    """What the key's open holds and its account's bills, holds, totals and ledger use add up to."""
+    """The key's and its account's used totals beside their bills, open holds and ledger use, read in
+    one statement (one snapshot)."""
     from server.settings import Settings
 
     settings = Settings.from_env({"DATABASE_URL": url})
     (row,) = query(
         settings,
-        "SELECT a.used_micro AS account_used, a.granted_micro AS granted, a.purchased_micro AS purchased, "
+        "SELECT k.used_micro AS key_used, a.used_micro AS account_used, a.granted_micro AS granted, "
+        "a.purchased_micro AS purchased, "
+        "(SELECT COALESCE(SUM(u.billed_micro), 0) FROM usage_records u "
+        " WHERE u.key_id = k.id AND u.status = 'settled') AS key_billed, "
         "(SELECT COALESCE(SUM(u.reserved_micro), 0) FROM usage_records u "
         " WHERE u.key_id = k.id AND u.status = 'reserved') AS key_held, "
         "(SELECT COALESCE(SUM(u.billed_micro), 0) FROM usage_records u "
