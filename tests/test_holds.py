@@ -145,18 +145,16 @@ def person(gateway: Gateway, supabase: SupabaseStandIn) -> Iterator[Person]:
 class Caller:
     """A signed-in person's default key, and what storage says about it."""
 
-    person: Person
     secret: str
+    client: openai.OpenAI
     books: KeyBooks
-
-    def openai(self) -> openai.OpenAI:
-        return self.person.openai(self.secret)
 
 
 @pytest.fixture
-def caller(gateway: Gateway, person: Person) -> Caller:
+def caller(gateway: Gateway, person: Person) -> Iterator[Caller]:
     boot = person.bootstrap()
-    return Caller(person, boot["apiKey"], KeyBooks(gateway.settings, boot["key"]["id"]))
+    with person.openai(boot["apiKey"]) as client:
+        yield Caller(boot["apiKey"], client, KeyBooks(gateway.settings, boot["key"]["id"]))
 
 
 def billing_of(gateway: Gateway) -> Billing:
@@ -222,7 +220,7 @@ def test_a_stream_whose_headers_cannot_be_sent_gives_its_hold_back_at_once(
 ) -> None:
     before = {record.id for record in caller.books.records()}
     with pytest.raises(openai.InternalServerError):
-        caller.openai().chat.completions.create(
+        caller.client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "Hi"}],
             max_tokens=50,
@@ -280,7 +278,7 @@ def test_a_live_stream_older_than_any_cutoff_is_not_swept_and_is_billed_in_full(
 ) -> None:
     fake.release_slow.clear()
     try:
-        stream = caller.openai().chat.completions.create(
+        stream = caller.client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "[slow]"}],
             max_tokens=50,
@@ -356,19 +354,20 @@ def test_a_live_stream_renews_its_lease_as_it_relays(
         boot = person.bootstrap()
         books = KeyBooks(settings, boot["key"]["id"])
         fake.release_slow.clear()
-        try:
-            stream = person.openai(boot["apiKey"]).chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "[slow]"}], max_tokens=50, stream=True
-            )
-            chunks = iter(stream)
-            next(chunks)
-            (live,) = books.open_records()
-            assert live.lease_until is not None
-            first_lease = as_utc(live.lease_until)
-            eventually(lambda: utcnow() > first_lease, what="the first lease to pass")
-        finally:
-            fake.release_slow.set()
-        list(chunks)
+        with person.openai(boot["apiKey"]) as client:
+            try:
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "[slow]"}], max_tokens=50, stream=True
+                )
+                chunks = iter(stream)
+                next(chunks)
+                (live,) = books.open_records()
+                assert live.lease_until is not None
+                first_lease = as_utc(live.lease_until)
+                eventually(lambda: utcnow() > first_lease, what="the first lease to pass")
+            finally:
+                fake.release_slow.set()
+            list(chunks)
         record = books.record(live.id)
         assert (record.status, record.billed_micro) == ("settled", full_answer_micro(settings))
         assert record.lease_until is not None and as_utc(record.lease_until) > first_lease, (

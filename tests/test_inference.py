@@ -548,7 +548,7 @@ def test_fifty_concurrent_requests_against_a_quota_for_ten(providers: Gateway, p
             return f"{error.status_code} {error.code}"
         return "answered"
 
-    with ThreadPoolExecutor(16) as pool:
+    with client, ThreadPoolExecutor(16) as pool:  # the client's connections close with it
         outcomes = list(pool.map(ask, range(50)))
     assert 1 <= outcomes.count("answered") <= 10
     assert outcomes.count("answered") + outcomes.count("402 insufficient_credits") == 50, outcomes
