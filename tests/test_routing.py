@@ -93,8 +93,11 @@ def person(routed: Gateway, supabase: SupabaseStandIn) -> Iterator[Person]:
 
 
 @pytest.fixture
-def client(person: Person) -> openai.OpenAI:
-    return person.openai(person.bootstrap()["apiKey"])
+def client(person: Person) -> Iterator[openai.OpenAI]:
+    # Closed after each test: a pool of sockets left to the garbage collector warns (an error here)
+    # in whichever later test the collection happens to run.
+    with person.openai(person.bootstrap()["apiKey"]) as opened:
+        yield opened
 
 
 def ask(client: openai.OpenAI, model: str, content: Any, **options: Any) -> Any:
@@ -298,8 +301,11 @@ def test_notdiamond_is_followed_when_it_answers_in_time(
         0.0,
         False,
     )
-    with httpx.Client(base_url=advised.base_url, timeout=30) as http:
-        headers = ask(advised_client(advised, supabase, http), "medium", "Explain how a refrigerator works.")
+    with (
+        httpx.Client(base_url=advised.base_url, timeout=30) as http,
+        advised_client(advised, supabase, http) as advised_openai,
+    ):
+        headers = ask(advised_openai, "medium", "Explain how a refrigerator works.")
     assert headers["x-crosscompute-routing-intelligence"] == "notdiamond"
     assert headers["x-crosscompute-routing-intelligence-session"] == "nd-session-42"
     assert headers["x-crosscompute-routing-intelligence-request-id"] == "nd-request-7"
@@ -317,10 +323,11 @@ def test_notdiamond_trouble_falls_back_to_the_local_decision(
     notdiamond.delay_seconds = 1.0 if trouble == "slow" else 0.0
     notdiamond.failing = trouble == "down"
     try:
-        with httpx.Client(base_url=advised.base_url, timeout=30) as http:
-            headers = ask(
-                advised_client(advised, supabase, http), "medium", "Explain how a refrigerator works."
-            )
+        with (
+            httpx.Client(base_url=advised.base_url, timeout=30) as http,
+            advised_client(advised, supabase, http) as advised_openai,
+        ):
+            headers = ask(advised_openai, "medium", "Explain how a refrigerator works.")
     finally:
         notdiamond.delay_seconds, notdiamond.failing = 0.0, False
     assert headers["x-crosscompute-routing-intelligence"] == "local"
