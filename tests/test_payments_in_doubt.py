@@ -52,17 +52,16 @@ def behaving(facilitator: DevFacilitator) -> Iterator[None]:
 def shop_settings(
     database_url: str, supabase: SupabaseStandIn, facilitator: DevFacilitator, **more: str
 ) -> Settings:
-    return gateway_settings(
-        database_url,
-        supabase,
-        X402_PAY_TO=PAY_TO,
+    settings = {
+        "X402_PAY_TO": PAY_TO,
         # The network by its CAIP-2 id, the form x402 v2 speaks.
-        X402_NETWORK="eip155:84532",
-        X402_FACILITATOR_URL=facilitator.url,
-        X402_FACILITATOR_TIMEOUT_SECONDS="1",
-        X402_EXPIRY_MARGIN_SECONDS="1",
+        "X402_NETWORK": "eip155:84532",
+        "X402_FACILITATOR_URL": facilitator.url,
+        "X402_FACILITATOR_TIMEOUT_SECONDS": "1",
+        "X402_EXPIRY_MARGIN_SECONDS": "1",
         **more,
-    )
+    }
+    return gateway_settings(database_url, supabase, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -222,27 +221,41 @@ def test_the_background_reconciler_closes_it_with_no_retry(
 
 
 def test_a_client_that_hangs_up_mid_settle_is_credited_once(
-    agent: Agent, facilitator: DevFacilitator
+    database_url: str, supabase: SupabaseStandIn, facilitator: DevFacilitator, wallet: LocalAccount
 ) -> None:
-    headers = agent.payment(2)
-    nonce = nonce_of(headers)
-    facilitator.hold_answer = threading.Event()
-    with pytest.raises(httpx.ReadTimeout):
-        agent.http.post(
-            "/api/agents/topup",
-            json={},
-            headers={"authorization": f"Bearer {agent.key}", **headers},
-            timeout=httpx.Timeout(10, read=0.25),
-        )
-    eventually(lambda: bool([log for log in facilitator.chain.logs if log["topics"][2] == nonce]))
-    facilitator.hold_answer.set()  # the facilitator's success reaches a gateway whose client is gone
-    eventually(lambda: stored(agent.shop.settings, nonce)[0]["status"] == "settled")
-    [row] = stored(agent.shop.settings, nonce)
-    assert (row["resolved_by"], row["tx_hash"]) == ("facilitator", chain_tx(facilitator, nonce))
-    assert agent.balance() == (ONE_DOLLAR_OF_CREDITS, ONE_DOLLAR_OF_CREDITS)
-    replay = agent.topup(headers)
-    assert replay.status_code == 200 and replay.json()["topup"]["id"] == row["id"]
-    assert len(purchases(agent)) == 1
+    # A patient gateway (10 s for the facilitator), so the answer comes after the hang-up but in time.
+    settings = shop_settings(
+        database_url,
+        supabase,
+        facilitator,
+        X402_RPC_URL=facilitator.rpc_url,
+        X402_RECONCILE_SECONDS="0",
+        X402_FACILITATOR_TIMEOUT_SECONDS="10",
+    )
+    with running_gateway(settings) as patient:
+        agent = Agent(patient, wallet)
+        try:
+            headers = agent.payment(2)
+            nonce = nonce_of(headers)
+            facilitator.hold_answer = threading.Event()
+            with pytest.raises(httpx.ReadTimeout):
+                agent.http.post(
+                    "/api/agents/topup",
+                    json={},
+                    headers={"authorization": f"Bearer {agent.key}", **headers},
+                    timeout=httpx.Timeout(10, read=0.5),
+                )
+            eventually(lambda: [log for log in facilitator.chain.logs if log["topics"][2] == nonce])
+            facilitator.hold_answer.set()  # the facilitator's success reaches a gateway whose client is gone
+            eventually(lambda: stored(patient.settings, nonce)[0]["status"] == "settled")
+            [row] = stored(patient.settings, nonce)
+            assert (row["resolved_by"], row["tx_hash"]) == ("facilitator", chain_tx(facilitator, nonce))
+            assert agent.balance() == (ONE_DOLLAR_OF_CREDITS, ONE_DOLLAR_OF_CREDITS)
+            replay = agent.topup(headers)
+            assert replay.status_code == 200 and replay.json()["topup"]["id"] == row["id"]
+            assert len(purchases(agent)) == 1
+        finally:
+            agent.close()
 
 
 def test_nonce_used_while_the_chain_shows_the_authorisation_paid_someone_else_credits_nothing(
