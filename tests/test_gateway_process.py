@@ -9,13 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from tests.support.pipes import LineReader
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_COMMAND = [sys.executable, "-m", "server.gateway"]
+#: How long the gateway may take to print its banner (it migrates a new database and starts Envoy).
+BANNER_TIMEOUT_SECONDS = 60.0
 
 
 def free_port() -> int:
@@ -24,8 +29,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_gateway(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """`python -m server.gateway` on free ports; returns it and its banner, once printed."""
+@dataclass
+class Started:
+    """The gateway's process, its output as it is read, and the banner it printed."""
+
+    process: subprocess.Popen[str]
+    stdout: LineReader
+    stderr: LineReader
+    banner: str
+
+    def stop(self) -> None:
+        """Kill it if it is still running, and reap it (never waiting on its pipes: an orphaned
+        Envoy would hold them open)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+
+
+def start_gateway(tmp_path: Path) -> Started:
+    """`python -m server.gateway` on free ports; returns it once its banner is printed, or fails
+    within BANNER_TIMEOUT_SECONDS whatever it prints (or does not)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CROSSCOMPUTE_", "DATABASE_URL"))},
         "CROSSCOMPUTE_HTTP_PORT": "0",
@@ -36,31 +59,31 @@ def start_gateway(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
         "CROSSCOMPUTE_METRICS_PORT": str(free_port()),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.gateway"],
+        GATEWAY_COMMAND,
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    lines: list[str] = []
-
-    def banner() -> str | None:
-        line = process.stdout.readline() if process.stdout else ""
-        assert line or process.poll() is None, f"gateway exited: {process.stderr and process.stderr.read()}"
-        lines.append(line)
-        return "".join(lines) if "Press Ctrl-C" in line else None
-
+    assert process.stdout is not None and process.stderr is not None
+    stdout, stderr = LineReader(process.stdout, "stdout"), LineReader(process.stderr, "stderr")
     try:
-        return process, eventually(banner, timeout=60, what="the gateway's banner")
+        try:
+            banner = stdout.wait_for(
+                "Press Ctrl-C", timeout=BANNER_TIMEOUT_SECONDS, what="the gateway's banner"
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nstderr: {stderr.drain()!r}") from None
+        return Started(process, stdout, stderr, banner)
     except BaseException:
-        process.kill()
-        process.communicate()
+        Started(process, stdout, stderr, "").stop()
         raise
 
 
 def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    process, printed = start_gateway(tmp_path)
+    started = start_gateway(tmp_path)
+    process, printed = started.process, started.banner
     try:
         http = re.search(r"REST/OpenAI\s+(http://127\.0\.0\.1:\d+)", printed)
         admin = re.search(r"Envoy admin\s+(http://127\.0\.0\.1:\d+)", printed)
@@ -77,9 +100,8 @@ def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) 
         assert httpx.get(f"{http.group(1)}/metrics", timeout=10).status_code == 404, "never through Envoy"
 
         process.send_signal(signal.SIGINT)
-        stdout, _stderr = process.communicate(timeout=30)
-        assert process.returncode == 0
-        assert "stopped" in stdout
+        assert process.wait(30) == 0
+        assert "stopped" in started.stdout.rest(timeout=30)
         # Envoy went with it: nothing answers on its admin port any more.
         try:
             httpx.get(f"{admin.group(1)}/ready", timeout=2)
@@ -87,9 +109,7 @@ def test_the_gateway_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) 
         except httpx.TransportError:
             pass
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        started.stop()
 
 
 def children(pid: int) -> list[int]:
@@ -107,7 +127,8 @@ def children(pid: int) -> list[int]:
 
 
 def test_a_gateway_killed_outright_leaves_no_envoy_behind(tmp_path: Path) -> None:
-    process, _printed = start_gateway(tmp_path)
+    started = start_gateway(tmp_path)
+    process = started.process
     try:
         envoys = [pid for pid in children(process.pid) if "envoy" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(envoys) == 1, envoys
@@ -122,9 +143,4 @@ def test_a_gateway_killed_outright_leaves_no_envoy_behind(tmp_path: Path) -> Non
             what="envoy to exit with its gateway",
         )
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        started.stop()  # the readers close the pipes when they end
