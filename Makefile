@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup chromium proto proto-check run serve facilitator test lint envoy-validate eval-router bench clean
+.PHONY: setup chromium proto proto-check run serve facilitator test test-unit lint envoy-validate eval-router bench clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ facilitator: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pure money and token rules alone (no Envoy, no database): a few seconds.
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 envoy-validate: setup
 	$(PY) -m scripts.validate_envoy

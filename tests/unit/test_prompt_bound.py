@@ -212,10 +212,9 @@ def test_the_estimate_covers_the_anthropic_body_sent(request: ChatRequest) -> No
     assert count_prompt(request.messages, request.options) >= sent_tokens(body) + PER_IMAGE * found
 
 
-@PROPERTY
-@given(requests())
-def test_the_hold_adds_a_margin_for_other_tokenisers_on_top(request: ChatRequest) -> None:
-    counted = count_prompt(request.messages, request.options)
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.integers(0, 10**7))
+def test_the_hold_adds_a_margin_for_other_tokenisers_on_top(counted: int) -> None:
     assert hold_for_prompt(counted) >= counted * 13 // 10
 
 
