@@ -16,6 +16,7 @@ from server.settings import DEFAULT_SQLITE_PATH, Settings
 from tests.support.databases import postgres_database
 from tests.support.fake_provider import FakeProvider
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.people import close_clients
 from tests.support.supabase import JWT_SECRET, SupabaseStandIn
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -111,3 +112,10 @@ def fake() -> Iterator[FakeProvider]:
     """The stand-in OpenAI and Anthropic provider, one per test module."""
     with FakeProvider().running() as provider:
         yield provider
+
+
+@pytest.fixture(autouse=True)
+def _close_openai_clients() -> Iterator[None]:
+    """Each test's clients from `Person.openai` close when it ends (see tests/support/people.py)."""
+    yield
+    close_clients()

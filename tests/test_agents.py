@@ -114,10 +114,10 @@ def test_an_agent_reads_its_account_and_usage_and_calls_the_simulator(
     assert set(me.json()["key"]) == REGISTRY_KEY
     assert me.json()["account"]["skillMdUrl"] is None
 
-    client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key, max_retries=0)
-    answer = client.chat.completions.create(
-        model="crosscompute/simulator", messages=[{"role": "user", "content": "Hello from an agent"}]
-    )
+    with openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key, max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model="crosscompute/simulator", messages=[{"role": "user", "content": "Hello from an agent"}]
+        )
     assert "not a real model" in (answer.choices[0].message.content or "")
 
     usage = http.get("/api/agents/usage", headers=headers)

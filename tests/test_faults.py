@@ -136,12 +136,12 @@ def test_envoy_restarts_in_front_of_a_server_that_keeps_its_state(
         replacement = envoy_for(gateway.server.runtime.port, gateway.settings)
         try:
             ports = replacement.start()
-            client = openai.OpenAI(
+            with openai.OpenAI(
                 base_url=f"http://127.0.0.1:{ports.http}/v1", api_key=secret, max_retries=0
-            )
-            answer = client.chat.completions.create(
-                model="crosscompute/simulator", messages=[{"role": "user", "content": "still there?"}]
-            )
+            ) as client:
+                answer = client.chat.completions.create(
+                    model="crosscompute/simulator", messages=[{"role": "user", "content": "still there?"}]
+                )
             assert "not a real model" in (answer.choices[0].message.content or "")
             me = httpx.get(
                 f"http://127.0.0.1:{ports.http}/api/me", headers={"authorization": f"Bearer {person.token}"}

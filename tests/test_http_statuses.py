@@ -143,8 +143,10 @@ def test_success_statuses_gRPC_cannot_express_arrive_with_their_body(base_url: s
 def test_the_openai_client_raises_the_matching_exception(
     base_url: str, kind: ErrorKind, exception: type[openai.APIStatusError]
 ) -> None:
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="cc_live_x", max_retries=0)
-    with pytest.raises(exception) as raised:
+    with (
+        openai.OpenAI(base_url=f"{base_url}/v1", api_key="cc_live_x", max_retries=0) as client,
+        pytest.raises(exception) as raised,
+    ):
         client.models.list(extra_headers={"x-test-error": kind.value})
     assert raised.value.status_code == MAPPINGS[kind].http_status
     assert raised.value.code == kind.name.lower()

@@ -11,13 +11,17 @@ import pytest
 
 from server.jsonlog import JsonFormatter
 from tests.support.gateway import Gateway
+from tests.support.people import OPENED
 from tests.support.waiting import eventually
 
 TEN_AND_A_HALF_MIB = 10 * 1024 * 1024 + 512 * 1024
 
 
 def openai_client(gateway: Gateway, api_key: str = "cc_live_not-a-real-key") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0)
+    """Closed when the test ends, with the clients of `Person.openai`."""
+    client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0)
+    OPENED.append(client)
+    return client
 
 
 def test_api_routes_answer_errors_in_the_api_shape(http: httpx.Client) -> None:

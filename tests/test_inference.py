@@ -520,10 +520,12 @@ def test_unknown_models_and_keys_raise_the_matching_exceptions(
             model="openai/gpt-7-ultra", messages=[{"role": "user", "content": "x"}]
         )
     assert missing.value.code == "model_not_found"
-    stranger = openai.OpenAI(
-        base_url=f"{providers.base_url}/v1", api_key="cc_live_" + "x" * 43, max_retries=0
-    )
-    with pytest.raises(openai.AuthenticationError):
+    with (
+        openai.OpenAI(
+            base_url=f"{providers.base_url}/v1", api_key="cc_live_" + "x" * 43, max_retries=0
+        ) as stranger,
+        pytest.raises(openai.AuthenticationError),
+    ):
         stranger.chat.completions.create(
             model="openai/gpt-5-mini", messages=[{"role": "user", "content": "x"}]
         )

@@ -246,8 +246,10 @@ def test_the_inference_api_refuses_missing_and_unknown_keys(person: Person, gate
         ("sk-some-openai-key", "invalid_api_key"),
         (make_key(KeyKind.LIVE).secret, "invalid_api_key"),
     ]:
-        client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key or "x", max_retries=0)
-        with pytest.raises(openai.AuthenticationError) as refused:
+        with (
+            openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key or "x", max_retries=0) as client,
+            pytest.raises(openai.AuthenticationError) as refused,
+        ):
             client.models.list(extra_headers={"authorization": ""} if not key else None)
         assert refused.value.code == code
         assert refused.value.status_code == 401

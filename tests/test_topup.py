@@ -131,10 +131,10 @@ def test_a_payment_buys_credits_once_and_the_agent_spends_them(
     assert replay.json()["topup"]["id"] == topup["id"]
     assert agent.balance() == (1_000_000_000, 1_000_000_000), "a replay credits nothing"
 
-    client = openai.OpenAI(base_url=f"{shop.base_url}/v1", api_key=agent.key, max_retries=0)
-    client.chat.completions.create(
-        model="openai/gpt-5-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
-    )
+    with openai.OpenAI(base_url=f"{shop.base_url}/v1", api_key=agent.key, max_retries=0) as client:
+        client.chat.completions.create(
+            model="openai/gpt-5-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+        )
     balance, ledger = agent.balance()
     assert balance == ledger < 1_000_000_000
 

@@ -35,7 +35,21 @@ class Person:
         return body
 
     def openai(self, api_key: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.gateway.base_url}/v1", api_key=api_key, max_retries=0)
+        """An OpenAI client with this key; `close_clients` closes it when the test ends."""
+        client = openai.OpenAI(base_url=f"{self.gateway.base_url}/v1", api_key=api_key, max_retries=0)
+        OPENED.append(client)
+        return client
+
+
+#: Clients opened through `Person.openai` in the running test. A pooled socket left to the garbage
+#: collector warns (an error under `filterwarnings = error`) in whichever later test the collection
+#: happens to run, so each test's clients are closed as it ends.
+OPENED: list[openai.OpenAI] = []
+
+
+def close_clients() -> None:
+    while OPENED:
+        OPENED.pop().close()
 
 
 def sign_in(gateway: Gateway, supabase: SupabaseStandIn, client: httpx.Client, email: str = "") -> Person:
