@@ -52,6 +52,7 @@ lint: setup proto-check envoy-validate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint generated/crosscompute.binpb --config buf.yaml
 
 bench: setup

@@ -9,9 +9,9 @@ from typing import Any
 import grpc
 from crosscompute.v1 import inference_service_pb2 as pb
 from crosscompute.v1 import inference_service_pb2_grpc as pb_grpc
-from google.api import httpbody_pb2
 
 from server.api.metadata import bearer_token
+from server.api.replies import answer_bodies
 from server.domain.catalog import Catalog, CatalogEntry
 from server.domain.chat.service import ChatService
 from server.domain.errors import NotFound
@@ -83,22 +83,5 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.CreateChatCompletionResponse]:
         principal = await self._authenticator.authenticate(bearer_token(context))
         call = await self._chat.start(principal, request.body.data)
-        try:
-            await context.send_initial_metadata(tuple(call.headers))
-            if call.body is not None:
-                yield pb.CreateChatCompletionResponse(
-                    body=httpbody_pb2.HttpBody(content_type="application/json", data=call.body)
-                )
-                return
-            assert call.chunks is not None
-            content_type = "text/event-stream"
-            async for chunk in call.chunks:
-                # The first message's content type becomes the HTTP response's.
-                yield pb.CreateChatCompletionResponse(
-                    body=httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
-                )
-                content_type = ""
-        finally:
-            # However this ends (headers that could not be sent, a caller that left, an error), the
-            # call closes now: a stream that never started gives its hold back.
-            await call.aclose()
+        async for body in answer_bodies(call, context):
+            yield pb.CreateChatCompletionResponse(body=body)

@@ -8,6 +8,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from server.domain.wire import chat_completions
 from server.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -90,7 +91,7 @@ def local_reply_mappers() -> list[dict[str, Any]]:
     mappers: list[dict[str, Any]] = []
     for status, (error_type, code, message) in sorted(LOCAL_REPLIES.items()):
         text = message or "%LOCAL_REPLY_BODY%"
-        openai = {"error": {"message": text, "type": error_type, "code": code, "param": None}}
+        openai = chat_completions.error_object(text, error_type, code, None)
         api = {"ok": False, "error": {"code": code.upper(), "message": text}}
         mappers.append(
             {

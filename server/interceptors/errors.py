@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server.domain.errors import DomainError, ErrorKind, NotImplementedYet, ServiceUnavailable
+from server.domain.wire import chat_completions
 from server.interceptors.wrapping import AroundInterceptor, Context
 
 logger = logging.getLogger(__name__)
@@ -44,35 +45,32 @@ class Mapping:
     openai_type: str
 
 
+_CODES_AND_STATUSES: dict[ErrorKind, tuple[grpc.StatusCode, int]] = {
+    ErrorKind.INVALID_ARGUMENT: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    ErrorKind.UNAUTHENTICATED: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    ErrorKind.PAYMENT_REQUIRED: (grpc.StatusCode.FAILED_PRECONDITION, 402),
+    ErrorKind.PERMISSION_DENIED: (grpc.StatusCode.PERMISSION_DENIED, 403),
+    ErrorKind.NOT_FOUND: (grpc.StatusCode.NOT_FOUND, 404),
+    ErrorKind.CONFLICT: (grpc.StatusCode.ALREADY_EXISTS, 409),
+    ErrorKind.RATE_LIMITED: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    ErrorKind.NOT_IMPLEMENTED: (grpc.StatusCode.UNIMPLEMENTED, 501),
+    ErrorKind.UPSTREAM_FAILED: (grpc.StatusCode.UNAVAILABLE, 502),
+    ErrorKind.UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, 503),
+    ErrorKind.UPSTREAM_TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    ErrorKind.INTERNAL: (grpc.StatusCode.INTERNAL, 500),
+}
 MAPPINGS: dict[ErrorKind, Mapping] = {
-    ErrorKind.INVALID_ARGUMENT: Mapping(grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error"),
-    ErrorKind.UNAUTHENTICATED: Mapping(grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error"),
-    ErrorKind.PAYMENT_REQUIRED: Mapping(grpc.StatusCode.FAILED_PRECONDITION, 402, "insufficient_quota"),
-    ErrorKind.PERMISSION_DENIED: Mapping(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error"),
-    ErrorKind.NOT_FOUND: Mapping(grpc.StatusCode.NOT_FOUND, 404, "invalid_request_error"),
-    ErrorKind.CONFLICT: Mapping(grpc.StatusCode.ALREADY_EXISTS, 409, "invalid_request_error"),
-    ErrorKind.RATE_LIMITED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
-    ErrorKind.NOT_IMPLEMENTED: Mapping(grpc.StatusCode.UNIMPLEMENTED, 501, "api_error"),
-    ErrorKind.UPSTREAM_FAILED: Mapping(grpc.StatusCode.UNAVAILABLE, 502, "api_error"),
-    ErrorKind.UNAVAILABLE: Mapping(grpc.StatusCode.UNAVAILABLE, 503, "api_error"),
-    ErrorKind.UPSTREAM_TIMEOUT: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, 504, "api_error"),
-    ErrorKind.INTERNAL: Mapping(grpc.StatusCode.INTERNAL, 500, "api_error"),
+    kind: Mapping(code, status, chat_completions.ERROR_TYPES[kind])
+    for kind, (code, status) in _CODES_AND_STATUSES.items()
 }
 
 
 def error_body(error: DomainError, method: str) -> dict[str, Any]:
-    """The JSON body HTTP callers of `method` get for `error`."""
+    """The JSON body HTTP callers of `method` get for `error`, in the shape of its API."""
     if error.body is not None:
         return dict(error.body)
     if method.startswith(OPENAI_SERVICES):
-        return {
-            "error": {
-                "message": error.message,
-                "type": MAPPINGS[error.kind].openai_type,
-                "code": error.reason.lower(),
-                "param": error.param,
-            }
-        }
+        return chat_completions.error_body(error)
     return {"ok": False, "error": {"code": error.reason, "message": error.message}}
 
 

@@ -12,52 +12,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
+from dataclasses import dataclass
 
 from server.domain.chat.failures import domain_error
 from server.domain.chat.lease import LeaseRenewal
 from server.domain.chat.tokens import count_text
-from server.domain.credits import micro_to_wire
+from server.domain.conversation import (
+    Answer,
+    AnswerBuilder,
+    AnswerEvent,
+    Billed,
+    Failure,
+    StreamWriter,
+    Usage,
+)
 from server.domain.holds import Settlement
-from server.domain.providers.base import UpstreamError, Usage
-from server.domain.providers.openai_compat import usage_of
+from server.domain.providers.base import UpstreamError
 from server.domain.uninterrupted import shielded
 
 logger = logging.getLogger(__name__)
 
 
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def error_event(message: str, code: str) -> bytes:
-    """An in-band error: the headers are gone, so a failure is reported in the stream itself."""
-    return sse({"error": {"message": message, "type": "api_error", "code": code, "param": None}})
-
-
-@dataclass
-class Produced:
+class Produced(AnswerBuilder):
     """What a stream has delivered so far, to bill a stream that ends early."""
 
-    text: list[str] = field(default_factory=list)
-    usage: Usage | None = None
-
-    def add(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                self.text.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") or {}
-                self.text.extend(str(function.get(part) or "") for part in ("name", "arguments"))
-        if chunk.get("usage"):
-            self.usage = usage_of(chunk["usage"])
-
     def counted(self, prompt_tokens: int) -> Usage:
-        return self.usage or Usage(input_tokens=prompt_tokens, output_tokens=count_text("".join(self.text)))
+        return self.usage or Usage(input_tokens=prompt_tokens, output_tokens=count_text(self.produced_text))
 
 
 @dataclass(frozen=True)
@@ -73,28 +53,31 @@ class RelayBilling:
     renewal: LeaseRenewal
 
 
+#: Told, once billed, what a relay delivered (and how it broke off, if it did).
+Finished = Callable[[Answer, Billed, Failure | None], Awaitable[None]]
+
+
 class StreamRelay:
-    """One answering provider stream, from its first chunk on. Iterate `chunks`; always `aclose`."""
+    """One answering provider stream, from its first event on, written in the caller's API by
+    `writer`. Iterate `chunks`; always `aclose`."""
 
     def __init__(
         self,
         call_id: str,
-        model_id: str,
-        price_rule: str,
-        include_usage: bool,
         counted_prompt: int,
-        first: dict[str, Any],
-        upstream: AsyncIterator[dict[str, Any]],
+        writer: StreamWriter,
+        first: AnswerEvent,
+        upstream: AsyncIterator[AnswerEvent],
         billing: RelayBilling,
+        finished: Finished | None = None,
     ) -> None:
         self._call_id = call_id
-        self._model_id = model_id
-        self._price_rule = price_rule
-        self._include_usage = include_usage
         self._counted_prompt = counted_prompt
+        self._writer = writer
         self._first = first
         self._upstream = upstream
         self._billing = billing
+        self._finished = finished
         self._started = False
         self._closed = False
         self.chunks: AsyncGenerator[bytes, None] = self._relay()
@@ -116,8 +99,16 @@ class StreamRelay:
     async def _close_upstream(self) -> None:
         await self._upstream.aclose()  # type: ignore[attr-defined]
 
-    async def _settle(self, produced: Produced) -> Settlement:
-        return await shielded(self._billing.settle(produced.counted(self._counted_prompt)))
+    async def _settle(self, produced: Produced, failure: Failure | None = None) -> Billed:
+        usage = produced.counted(self._counted_prompt)
+        settlement = await shielded(self._billing.settle(usage))
+        billed = Billed(usage, settlement.billed_micro)
+        if self._finished is not None:
+            try:
+                await shielded(self._finished(produced.answer(), billed, failure))
+            except Exception:
+                logger.exception("recording a finished stream failed", extra={"call_id": self._call_id})
+        return billed
 
     async def _renew(self) -> None:
         renewal = self._billing.renewal
@@ -142,57 +133,35 @@ class StreamRelay:
         self._started = True
         produced = Produced()
         settled = False
-        chunk: dict[str, Any] | None = self._first
-        last: dict[str, Any] = self._first
+        event: AnswerEvent | None = self._first
         try:
-            while chunk is not None:
-                produced.add(chunk)
-                last = chunk
-                if chunk.get("choices"):
-                    yield sse({**chunk, "model": self._model_id})
+            while event is not None:
+                produced.add(event)
+                frames = self._writer.write(event)
+                if frames:
+                    yield frames
                 if self._billing.renewal.due():
                     await self._renew()
-                chunk = await anext(self._upstream, None)
-            settlement = await self._settle(produced)
+                event = await anext(self._upstream, None)
+            billed = await self._settle(produced)
             settled = True
-            if self._include_usage:
-                yield self._usage_chunk(last, produced.counted(self._counted_prompt), settlement)
-            yield b"data: [DONE]\n\n"
+            yield self._writer.close(billed)
         except UpstreamError as error:
-            await self._settle(produced)
-            settled = True
             mapped = domain_error(error)
+            failure = Failure(mapped.message, mapped.reason.lower())
+            billed = await self._settle(produced, failure)
+            settled = True
             logger.warning("upstream failed mid-stream: %s", error.kind, extra={"call_id": self._call_id})
-            yield error_event(mapped.message, mapped.reason.lower())
+            yield self._writer.fail(failure, billed)
         except Exception:
             # Headers are gone: a failure of ours is also reported in-band, never as a silent end.
             logger.exception("stream relay failed", extra={"call_id": self._call_id})
-            await self._settle(produced)
+            failure = Failure("internal error", "internal")
+            billed = await self._settle(produced, failure)
             settled = True
-            yield error_event("internal error", "internal")
+            yield self._writer.fail(failure, billed)
         finally:
             if not settled:
                 # The caller went away (or the server is stopping): bill what was produced, once.
-                await self._settle(produced)
+                await self._settle(produced, Failure("the caller went away", "abandoned"))
             await self._close_upstream()
-
-    def _usage_chunk(self, last: dict[str, Any], usage: Usage, settlement: Settlement) -> bytes:
-        return sse(
-            {
-                "id": last.get("id", ""),
-                "object": "chat.completion.chunk",
-                "created": last.get("created", 0),
-                "model": self._model_id,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": usage.input_tokens,
-                    "completion_tokens": usage.output_tokens,
-                    "total_tokens": usage.input_tokens + usage.output_tokens,
-                    "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-                },
-                "crosscompute": {
-                    "billed_credits": micro_to_wire(settlement.billed_micro),
-                    "price_rule": self._price_rule,
-                },
-            }
-        )

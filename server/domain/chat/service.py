@@ -4,16 +4,13 @@ provider, settle the real cost, and answer with headers that explain what happen
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
-
-import orjson
 
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.usage import UsageRepository
@@ -21,9 +18,16 @@ from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
 from server.domain.chat.billing import Hold, bill, plan_hold
 from server.domain.chat.failures import domain_error
 from server.domain.chat.lease import LeaseRenewal
-from server.domain.chat.relay import RelayBilling, StreamRelay
-from server.domain.chat.request import ChatRequest, parse_body, validate
+from server.domain.chat.relay import Finished, RelayBilling, StreamRelay
 from server.domain.chat.tokens import count_prompt, count_text, hold_for_prompt
+from server.domain.conversation import (
+    Answer,
+    AnswerEvent,
+    Billed,
+    CallInfo,
+    Conversation,
+    Rendering,
+)
 from server.domain.credits import micro_to_credits
 from server.domain.errors import DomainError, InvalidArgument, PaymentRequired, ServiceUnavailable
 from server.domain.holds import ABANDONED, Billing, Held, HoldRequest, Refused, Settlement, UsageFacts
@@ -31,6 +35,7 @@ from server.domain.key_auth import KeyPrincipal
 from server.domain.providers.base import ProviderClient, UpstreamError, Usage
 from server.domain.routing.router import Route, Router
 from server.domain.uninterrupted import detached, shielded
+from server.domain.wire import chat_completions
 from server.observability import COOLDOWNS, CREDITS, FALLBACKS, TOKENS, UNBILLED, UPSTREAM_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -38,12 +43,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ChatCall:
-    """The answer: response headers, then one JSON body or a stream of SSE chunks. Whoever gets one
-    must `aclose` it, however the response goes: a stream that never started gives its hold back."""
+    """The answer: response headers, then one JSON body or a stream of SSE chunks, in the caller's
+    API. Whoever gets one must `aclose` it, however the response goes: a stream that never started
+    gives its hold back. A plain answer also keeps its typed `answer` and `billed`."""
 
     headers: list[tuple[str, str]]
+    info: CallInfo
     body: bytes | None = None
     relay: StreamRelay | None = None
+    answer: Answer | None = None
+    billed: Billed | None = None
 
     @property
     def chunks(self) -> AsyncIterator[bytes] | None:
@@ -75,7 +84,7 @@ COOL_DOWNS = {
 
 
 class ChatService:
-    """Chat completions for explicit models and routing profiles."""
+    """Conversations, in any API, for explicit models and routing profiles."""
 
     def __init__(
         self,
@@ -89,6 +98,7 @@ class ChatService:
         cooldowns: CooldownRepository,
         lease_seconds: float,
     ) -> None:
+        self._catalog = catalog
         self._default_output = default_output
         self._router = router
         self._cooldowns = cooldowns
@@ -100,7 +110,21 @@ class ChatService:
         self._lease_seconds = lease_seconds
 
     async def start(self, principal: KeyPrincipal, raw: bytes) -> ChatCall:
-        request = validate(parse_body(raw))
+        """A Chat Completions request, answered in Chat Completions' shapes."""
+        request = chat_completions.parse(raw)
+        return await self.converse(
+            principal, request, chat_completions.ChatCompletions(request.include_usage)
+        )
+
+    async def converse(
+        self,
+        principal: KeyPrincipal,
+        request: Conversation,
+        rendering: Rendering,
+        finished: Finished | None = None,
+    ) -> ChatCall:
+        """Route, hold, call (falling back), settle, and answer as `rendering` writes it. A stream
+        tells `finished` what it delivered once it is billed."""
         counted_prompt = count_prompt(request.messages, request.options)
         prompt_tokens = hold_for_prompt(counted_prompt)
         route = await self._router.route(request, prompt_tokens)
@@ -109,7 +133,9 @@ class ChatService:
         attempts = await self._hold(call_id, principal, request, route, prompt_tokens)
         closing = _Closing()
         try:
-            return await self._attempt(call_id, request, route, attempts, counted_prompt, renewal, closing)
+            return await self._attempt(
+                call_id, request, route, attempts, counted_prompt, renewal, closing, rendering, finished
+            )
         except asyncio.CancelledError:
             # The caller left before any answer: the hold goes back whole.
             if not closing.begun:
@@ -121,7 +147,7 @@ class ChatService:
             raise
 
     async def _hold(
-        self, call_id: str, principal: KeyPrincipal, request: ChatRequest, route: Route, prompt_tokens: int
+        self, call_id: str, principal: KeyPrincipal, request: Conversation, route: Route, prompt_tokens: int
     ) -> list[tuple[ModelSpec, Hold]]:
         """Hold the worst case, or raise PaymentRequired. Held first as if credits were plenty (one
         database round trip); only when that is refused and the caller set no `max_tokens` is the
@@ -137,7 +163,7 @@ class ChatService:
         return attempts
 
     def _plan(
-        self, route: Route, request: ChatRequest, prompt_tokens: int, spendable: int | None
+        self, route: Route, request: Conversation, prompt_tokens: int, spendable: int | None
     ) -> list[tuple[ModelSpec, Hold]]:
         """Each candidate with its worst case. One hold covers whichever attempt answers: the
         largest of the attempts' worst cases."""
@@ -166,7 +192,7 @@ class ChatService:
         self,
         call_id: str,
         principal: KeyPrincipal,
-        request: ChatRequest,
+        request: Conversation,
         route: Route,
         attempts: list[tuple[ModelSpec, Hold]],
     ) -> Held | Refused:
@@ -200,30 +226,37 @@ class ChatService:
     async def _attempt(
         self,
         call_id: str,
-        request: ChatRequest,
+        request: Conversation,
         route: Route,
         attempts: list[tuple[ModelSpec, Hold]],
         counted_prompt: int,
         renewal: LeaseRenewal,
         closing: _Closing,
+        rendering: Rendering,
+        finished: Finished | None,
     ) -> ChatCall:
         """Try the candidates in order until one answers; only a failure before any byte falls back."""
         last_error: UpstreamError | None = None
         for number, (spec, hold) in enumerate(attempts, start=1):
             client = self._clients[spec.provider]
+            info = CallInfo(call_id, spec.id, spec.price_rule, int(time.time()), counted_prompt)
             try:
                 if not request.stream:
-                    completion = await client.complete(spec, request, hold.max_output)
-                    usage = completion.usage or Usage(
-                        counted_prompt, count_text(json.dumps(completion.body["choices"]))
-                    )
+                    answer = await client.complete(spec, request, hold.max_output)
+                    usage = answer.usage or Usage(counted_prompt, count_text(produced_text(answer)))
                     # From here the settlement closes the call, even if the caller leaves meanwhile.
                     closing.begun = True
                     settlement = await shielded(self._settle(call_id, spec, usage, route))
-                    body = {**completion.body, "model": spec.id}
-                    billed = micro_to_credits(settlement.billed_micro).normalize()
-                    headers = [*self._headers(route, spec), ("x-crosscompute-billed-credits", f"{billed:f}")]
-                    return ChatCall(headers=headers, body=orjson.dumps(body))
+                    billed = Billed(usage, settlement.billed_micro)
+                    credits = micro_to_credits(settlement.billed_micro).normalize()
+                    headers = [*self._headers(route, spec), ("x-crosscompute-billed-credits", f"{credits:f}")]
+                    return ChatCall(
+                        headers=headers,
+                        info=info,
+                        body=rendering.body(info, answer, billed),
+                        answer=answer,
+                        billed=billed,
+                    )
                 stream = client.stream(spec, request, hold.max_output)
                 try:
                     first = await anext(stream)
@@ -255,7 +288,8 @@ class ChatService:
             )
             return ChatCall(
                 headers=self._headers(route, spec),
-                relay=self._relay(call_id, spec, request, first, stream, counted_prompt, route, renewal),
+                info=info,
+                relay=self._relay(info, spec, rendering, first, stream, route, renewal, finished),
             )
         assert last_error is not None
         if len(attempts) > 1 and last_error.kind in FALLBACK_KINDS:
@@ -267,15 +301,17 @@ class ChatService:
 
     def _relay(
         self,
-        call_id: str,
+        info: CallInfo,
         spec: ModelSpec,
-        request: ChatRequest,
-        first: dict[str, Any],
-        stream: AsyncIterator[dict[str, Any]],
-        counted_prompt: int,
+        rendering: Rendering,
+        first: AnswerEvent,
+        stream: AsyncIterator[AnswerEvent],
         route: Route,
         renewal: LeaseRenewal,
+        finished: Finished | None,
     ) -> StreamRelay:
+        call_id = info.call_id
+
         async def settle(usage: Usage) -> Settlement:
             return await self._settle(call_id, spec, usage, route)
 
@@ -287,13 +323,12 @@ class ChatService:
 
         return StreamRelay(
             call_id=call_id,
-            model_id=spec.id,
-            price_rule=spec.price_rule,
-            include_usage=request.include_usage,
-            counted_prompt=counted_prompt,
+            counted_prompt=info.counted_prompt,
+            writer=rendering.stream(info),
             first=first,
             upstream=stream,
             billing=RelayBilling(settle=settle, abandon=abandon, renew=renew, renewal=renewal),
+            finished=finished,
         )
 
     async def _cool_down(self, spec: ModelSpec, error: UpstreamError) -> None:
@@ -364,3 +399,9 @@ class ChatService:
                 },
             )
         return settlement
+
+
+def produced_text(answer: Answer) -> str:
+    """What a provider that reported no usage wrote, as its output tokens are counted."""
+    calls = "".join(call.name + call.arguments for call in answer.tool_calls)
+    return answer.reasoning + answer.text + calls

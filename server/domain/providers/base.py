@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from server.domain.catalog import ModelSpec
-from server.domain.chat.request import ChatRequest
+from server.domain.conversation import Answer, AnswerEvent, Conversation, Usage
 
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens an upstream call consumed."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A whole answer as an OpenAI `chat.completion` object, with its usage when reported."""
-
-    body: dict[str, Any]
-    usage: Usage | None
+__all__ = ["ProviderClient", "UpstreamError", "Usage", "error_for_status"]
 
 
 class UpstreamError(Exception):
@@ -56,12 +40,12 @@ def error_for_status(status: int, message: str) -> UpstreamError:
 
 
 class ProviderClient(Protocol):
-    """One provider's client."""
+    """One provider's client, speaking its wire format and answering in typed events."""
 
-    async def complete(self, spec: ModelSpec, request: ChatRequest, max_output: int) -> Completion: ...
+    async def complete(self, spec: ModelSpec, request: Conversation, max_output: int) -> Answer: ...
 
-    def stream(self, spec: ModelSpec, request: ChatRequest, max_output: int) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI `chat.completion.chunk` objects; the last carries `usage` when the provider reports it."""
+    def stream(self, spec: ModelSpec, request: Conversation, max_output: int) -> AsyncIterator[AnswerEvent]:
+        """The answer's events; a `UsageReport` near the end when the provider reports usage."""
         ...
 
     async def aclose(self) -> None: ...

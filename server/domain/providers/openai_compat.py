@@ -1,5 +1,6 @@
-"""OpenAI's Chat Completions wire format: OpenAI itself, DeepSeek, Gemini's and OpenRouter's
-OpenAI-compatible endpoints, and self-hosted servers (vLLM, Ollama, llama.cpp)."""
+"""The HTTP client for OpenAI-compatible providers: OpenAI itself, DeepSeek, Gemini's and OpenRouter's
+OpenAI-compatible endpoints, and self-hosted servers (vLLM, Ollama, llama.cpp). The wire format is
+`server.domain.wire.openai_upstream`'s."""
 
 from __future__ import annotations
 
@@ -9,21 +10,13 @@ from typing import Any
 import orjson
 
 from server.domain.catalog import ModelSpec, Provider
-from server.domain.chat.request import ChatRequest
-from server.domain.providers.base import Completion, UpstreamError, Usage
+from server.domain.conversation import Answer, AnswerEvent, Conversation
+from server.domain.providers.base import UpstreamError
 from server.domain.providers.http import pooled_client, post_json, sse_events
+from server.domain.wire import openai_upstream
+from server.domain.wire.openai_upstream import usage_of
 
-
-def usage_of(payload: Any) -> Usage | None:
-    """OpenAI's `usage` object as Usage."""
-    if not isinstance(payload, dict):
-        return None
-    details = payload.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(payload.get("prompt_tokens") or 0),
-        output_tokens=int(payload.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-    )
+__all__ = ["OpenAICompatibleClient", "usage_of"]
 
 
 class OpenAICompatibleClient:
@@ -33,30 +26,23 @@ class OpenAICompatibleClient:
         headers = {"authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
         self._client = pooled_client(provider.base_url, timeout_seconds, headers)
 
-    def body(self, spec: ModelSpec, request: ChatRequest, max_output: int, *, stream: bool) -> dict[str, Any]:
-        messages = []
-        for message in request.messages:
-            if message["role"] == "developer" and spec.system_role == "system":
-                message = {**message, "role": "system"}
-            messages.append(message)
-        body: dict[str, Any] = {"model": spec.upstream, "messages": messages, **request.options}
-        body[spec.token_parameter] = max_output
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-        return body
+    def body(
+        self, spec: ModelSpec, request: Conversation, max_output: int, *, stream: bool
+    ) -> dict[str, Any]:
+        return openai_upstream.request_body(spec, request, max_output, stream=stream)
 
-    async def complete(self, spec: ModelSpec, request: ChatRequest, max_output: int) -> Completion:
-        answer = await post_json(
+    async def complete(self, spec: ModelSpec, request: Conversation, max_output: int) -> Answer:
+        body = await post_json(
             self._client, "/chat/completions", self.body(spec, request, max_output, stream=False)
         )
-        if not isinstance(answer.get("choices"), list):
+        answer = openai_upstream.answer_of(body)
+        if answer is None:
             raise UpstreamError("protocol", "the provider's answer has no choices")
-        return Completion(body=answer, usage=usage_of(answer.get("usage")))
+        return answer
 
     async def stream(
-        self, spec: ModelSpec, request: ChatRequest, max_output: int
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, spec: ModelSpec, request: Conversation, max_output: int
+    ) -> AsyncIterator[AnswerEvent]:
         async for _event, data in sse_events(
             self._client, "/chat/completions", self.body(spec, request, max_output, stream=True)
         ):
@@ -66,9 +52,12 @@ class OpenAICompatibleClient:
                 chunk = orjson.loads(data)
             except ValueError:
                 raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
-            if isinstance(chunk, dict) and "error" in chunk:
+            if not isinstance(chunk, dict):
+                raise UpstreamError("protocol", "the provider sent a malformed stream event")
+            if "error" in chunk:
                 raise UpstreamError("server", "the provider failed mid-stream")
-            yield chunk
+            for event in openai_upstream.events_of(chunk):
+                yield event
         raise UpstreamError("protocol", "the provider's stream ended without [DONE]")
 
     async def aclose(self) -> None:
