@@ -20,6 +20,8 @@ from crosscompute.v1 import (
     agents_service_pb2_grpc,
     inference_service_pb2,
     inference_service_pb2_grpc,
+    messages_service_pb2,
+    messages_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
 )
@@ -33,6 +35,7 @@ from server.api.accounts import AccountsServicer
 from server.api.admin import AdminServicer
 from server.api.agents import AgentsServicer
 from server.api.inference import InferenceServicer
+from server.api.messages import MessagesServicer
 from server.api.system import SystemServicer
 from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
@@ -90,6 +93,7 @@ SERVICE_NAMES = tuple(
         (accounts_service_pb2, "AccountsService"),
         (agents_service_pb2, "AgentsService"),
         (inference_service_pb2, "InferenceService"),
+        (messages_service_pb2, "MessagesService"),
         (admin_service_pb2, "AdminService"),
     )
 )
@@ -284,6 +288,9 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
+    )
+    messages_service_pb2_grpc.add_MessagesServiceServicer_to_server(
+        MessagesServicer(authenticator, chat), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(Administration(settings.admin_token, ledger, accounts, payments)), server

@@ -15,6 +15,7 @@ from crosscompute.v1 import (
     admin_service_pb2,
     agents_service_pb2,
     inference_service_pb2,
+    messages_service_pb2,
     system_service_pb2,
 )
 from google.api import annotations_pb2
@@ -29,16 +30,20 @@ FILES: list[FileDescriptor] = [
         accounts_service_pb2,
         agents_service_pb2,
         inference_service_pb2,
+        messages_service_pb2,
         admin_service_pb2,
     )
 ]
 VERBS = ("get", "post", "put", "patch", "delete")
 #: Operations beyond the contract: two from crosscompute.io's published parameter registry (README,
-#: "Agents") and the dashboard's usage report (README, "The dashboard").
+#: "Agents"), the dashboard's usage report (README, "The dashboard") and Anthropic's Messages API
+#: (README, "Anthropic's Messages API").
 EXTRA_OPERATIONS = {
     ("get", "/api/agents/usage-models"),
     ("get", "/api/agents/skill-md"),
     ("get", "/api/usage"),
+    ("post", "/v1/messages"),
+    ("post", "/v1/messages/count_tokens"),
 }
 PATH_VALUES = {"id": str(uuid.UUID(int=7)), "model_id": "openai/gpt-5-mini"}
 
@@ -131,6 +136,8 @@ def stray_requests(contract_path: Path) -> list[tuple[str, str]]:
         ("post", "/v1/completions"),
         ("post", "/v1/embeddings"),
         ("get", "/v1/chat/completions"),
+        ("get", "/v1/messages"),
+        ("post", "/v1/messages/batches"),
         ("get", "/healthz"),
         ("get", "/api/agents/register"),
     ]
@@ -149,7 +156,9 @@ def test_no_other_path_reaches_a_method(contract_path: Path, gateway: Gateway, h
         assert gateway.recorder.take() == [], f"{verb.upper()} {url} reached a method"
         assert response.status_code in {404, 405}, f"{verb.upper()} {url} → {response.status_code}"
         body = response.json()
-        if url.startswith(("/v1", "/crosscompute.v1.InferenceService/")):
+        if url.startswith(("/v1/messages", "/crosscompute.v1.MessagesService/")):
+            assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, (url, body)
+        elif url.startswith(("/v1", "/crosscompute.v1.InferenceService/")):
             assert set(body["error"]) >= {"message", "type", "code"}, body
         else:
             assert body.get("ok") is False and set(body["error"]) == {"code", "message"}, (url, body)

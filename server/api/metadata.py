@@ -20,3 +20,9 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
+
+
+def api_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The caller's key: `x-api-key` (Anthropic's header), else `Authorization: Bearer`."""
+    value = (metadata_value(context, "x-api-key") or "").strip()
+    return value or bearer_token(context)

@@ -8,7 +8,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from server.domain.wire import chat_completions
+from server.domain.wire import chat_completions, messages
 from server.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -71,6 +71,36 @@ _OPENAI_ROUTES = {
 }
 
 
+#: Requests whose errors take Anthropic's shape: the Messages API, before and after transcoding.
+_ANTHROPIC_ROUTES = {
+    "or_filter": {
+        "filters": [
+            {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/v1/messages"}}}},
+            {
+                "header_filter": {
+                    "header": {"name": "x-envoy-original-path", "string_match": {"prefix": "/v1/messages"}}
+                }
+            },
+            {
+                "header_filter": {
+                    "header": {
+                        "name": ":path",
+                        "string_match": {"prefix": "/crosscompute.v1.MessagesService/"},
+                    }
+                }
+            },
+        ]
+    }
+}
+#: Anthropic's error type for each of Envoy's own replies.
+ANTHROPIC_TYPES = {
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+
+
 def _status_filter(status: int) -> dict[str, Any]:
     return {
         "status_code_filter": {
@@ -87,12 +117,19 @@ def _json_format(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def local_reply_mappers() -> list[dict[str, Any]]:
-    """`local_reply_config` mappers: each of Envoy's own error statuses, in both JSON shapes."""
+    """`local_reply_config` mappers: each of Envoy's own error statuses, in each API's JSON shape."""
     mappers: list[dict[str, Any]] = []
     for status, (error_type, code, message) in sorted(LOCAL_REPLIES.items()):
         text = message or "%LOCAL_REPLY_BODY%"
         openai = chat_completions.error_object(text, error_type, code, None)
         api = {"ok": False, "error": {"code": code.upper(), "message": text}}
+        anthropic_type = ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [_status_filter(status), _ANTHROPIC_ROUTES]}},
+                "body_format_override": _json_format(messages.error_object(anthropic_type, text)),
+            }
+        )
         mappers.append(
             {
                 "filter": {"and_filter": {"filters": [_status_filter(status), _OPENAI_ROUTES]}},

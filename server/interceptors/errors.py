@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server.domain.errors import DomainError, ErrorKind, NotImplementedYet, ServiceUnavailable
-from server.domain.wire import chat_completions
+from server.domain.wire import chat_completions, messages
 from server.interceptors.wrapping import AroundInterceptor, Context
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ ERROR_DOMAIN = "crosscompute.io"
 HTTP_STATUS_HEADER = "x-crosscompute-http-status"
 ERROR_BODY_HEADER = "x-crosscompute-error-body"
 OPENAI_SERVICES = ("/crosscompute.v1.InferenceService/",)
+ANTHROPIC_SERVICES = ("/crosscompute.v1.MessagesService/",)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,16 @@ def error_body(error: DomainError, method: str) -> dict[str, Any]:
         return dict(error.body)
     if method.startswith(OPENAI_SERVICES):
         return chat_completions.error_body(error)
+    if method.startswith(ANTHROPIC_SERVICES):
+        return messages.error_body(error)
     return {"ok": False, "error": {"code": error.reason, "message": error.message}}
+
+
+def http_status(error: DomainError, method: str) -> int:
+    """The HTTP status of `error` for callers of `method` (Anthropic's API has its own, like 529)."""
+    if method.startswith(ANTHROPIC_SERVICES):
+        return messages.error_status(error)[1]
+    return MAPPINGS[error.kind].http_status
 
 
 def trailing_metadata(error: DomainError, method: str) -> tuple[tuple[str, str | bytes], ...]:
@@ -87,7 +97,7 @@ def trailing_metadata(error: DomainError, method: str) -> tuple[tuple[str, str |
     )
     body = json.dumps(error_body(error, method), ensure_ascii=True, separators=(",", ":"))
     metadata: list[tuple[str, str | bytes]] = [
-        (HTTP_STATUS_HEADER, str(mapping.http_status)),
+        (HTTP_STATUS_HEADER, str(http_status(error, method))),
         (ERROR_BODY_HEADER, body),
         *((name.lower(), value) for name, value in error.headers.items()),
     ]

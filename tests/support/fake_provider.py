@@ -2,7 +2,7 @@
 Messages wire formats (streamed and not, tools, usage). It records what arrived.
 
 What it answers depends on markers in the last user message:
-  [tool]        two parallel tool calls (get_weather for Paris and Tokyo)
+  [tool]        two parallel tool calls (get_weather for Paris and Tokyo), streamed or not
   [error NNN]   an HTTP error NNN in the provider's error shape
   [slow]        stream the first chunk, then wait for `release_slow` before the rest
   [cut]         stream two chunks, then drop the connection
@@ -231,8 +231,20 @@ class FakeProvider:
                     return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
 
                 pieces = [chunk({"role": "assistant", "content": ""})]
-                pieces += [chunk({"content": word}) for word in answer.words]
-                pieces.append(chunk({}, "stop"))
+                if "[tool]" in marker:
+                    # Each call's id and name first, then its arguments in two pieces, as OpenAI streams them.
+                    for index, call in enumerate(openai_tool_calls()):
+                        arguments = call["function"]["arguments"]
+                        start = {**call, "index": index, "function": {"name": "get_weather", "arguments": ""}}
+                        pieces.append(chunk({"tool_calls": [start]}))
+                        for part in (arguments[:5], arguments[5:]):
+                            pieces.append(
+                                chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                            )
+                    pieces.append(chunk({}, "tool_calls"))
+                else:
+                    pieces += [chunk({"content": word}) for word in answer.words]
+                    pieces.append(chunk({}, "stop"))
                 if (body.get("stream_options") or {}).get("include_usage"):
                     usage_chunk = {**base, "choices": [], "usage": answer.openai_usage()}
                     pieces.append(f"data: {json.dumps(usage_chunk)}\n\n")

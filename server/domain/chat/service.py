@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+import orjson
+
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.usage import UsageRepository
-from server.domain.catalog import SIMULATOR, Catalog, ModelSpec
+from server.domain.catalog import ALIASES, PROFILE_NAMES, SIMULATOR, Catalog, ModelSpec
 from server.domain.chat.billing import Hold, bill, plan_hold
 from server.domain.chat.failures import domain_error
 from server.domain.chat.lease import LeaseRenewal
@@ -29,13 +31,13 @@ from server.domain.conversation import (
     Rendering,
 )
 from server.domain.credits import micro_to_credits
-from server.domain.errors import DomainError, InvalidArgument, PaymentRequired, ServiceUnavailable
+from server.domain.errors import DomainError, InvalidArgument, NotFound, PaymentRequired, ServiceUnavailable
 from server.domain.holds import ABANDONED, Billing, Held, HoldRequest, Refused, Settlement, UsageFacts
 from server.domain.key_auth import KeyPrincipal
 from server.domain.providers.base import ProviderClient, UpstreamError, Usage
 from server.domain.routing.router import Route, Router
 from server.domain.uninterrupted import detached, shielded
-from server.domain.wire import chat_completions
+from server.domain.wire import chat_completions, messages
 from server.observability import COOLDOWNS, CREDITS, FALLBACKS, TOKENS, UNBILLED, UPSTREAM_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,24 @@ class ChatService:
         return await self.converse(
             principal, request, chat_completions.ChatCompletions(request.include_usage)
         )
+
+    async def start_message(self, principal: KeyPrincipal, raw: bytes) -> ChatCall:
+        """An Anthropic Messages request, answered in the Messages API's shapes."""
+        return await self.converse(principal, messages.parse(raw), messages.Messages())
+
+    def count_message_tokens(self, raw: bytes) -> bytes:
+        """`{"input_tokens": N}` for a Messages count_tokens body: the prompt as this gateway
+        counts it before a call (cl100k over everything sent upstream, framing included)."""
+        request = messages.parse(raw, counting=True)
+        model = ALIASES.get(request.model, request.model)
+        entry = self._catalog.get(model)
+        if model not in PROFILE_NAMES and (entry is None or entry.spec is None):
+            raise NotFound(
+                f"The model `{request.model[:200]}` does not exist or its provider is not configured.",
+                reason="MODEL_NOT_FOUND",
+                param="model",
+            )
+        return orjson.dumps({"input_tokens": count_prompt(request.messages, request.options)})
 
     async def converse(
         self,
