@@ -22,6 +22,8 @@ from crosscompute.v1 import (
     inference_service_pb2_grpc,
     messages_service_pb2,
     messages_service_pb2_grpc,
+    responses_service_pb2,
+    responses_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
 )
@@ -36,6 +38,7 @@ from server.api.admin import AdminServicer
 from server.api.agents import AgentsServicer
 from server.api.inference import InferenceServicer
 from server.api.messages import MessagesServicer
+from server.api.responses import ResponsesServicer
 from server.api.system import SystemServicer
 from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
@@ -48,6 +51,7 @@ from server.db.repositories.billing_sqlite import SqliteBilling
 from server.db.repositories.cooldowns import CooldownRepository
 from server.db.repositories.payments import PaymentRepository
 from server.db.repositories.rate_limits import RateLimitRepository
+from server.db.repositories.responses import ResponseRepository
 from server.db.repositories.usage import UsageRepository
 from server.db.urls import DatabaseUrls, resolve
 from server.domain.accounts import AccountPolicy, PeopleAccounts
@@ -69,6 +73,7 @@ from server.domain.payments.settlement import SettlementPolicy, Settlements
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients
+from server.domain.responses import ResponsesService
 from server.domain.routing.notdiamond import NotDiamondClient
 from server.domain.routing.router import Router
 from server.domain.skill import render_skill
@@ -93,6 +98,7 @@ SERVICE_NAMES = tuple(
         (accounts_service_pb2, "AccountsService"),
         (agents_service_pb2, "AgentsService"),
         (inference_service_pb2, "InferenceService"),
+        (responses_service_pb2, "ResponsesService"),
         (messages_service_pb2, "MessagesService"),
         (admin_service_pb2, "AdminService"),
     )
@@ -288,6 +294,9 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
     )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(authenticator, catalog, chat, settings.credits_per_usd_decimal), server
+    )
+    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(
+        ResponsesServicer(authenticator, ResponsesService(chat, ResponseRepository(sessions))), server
     )
     messages_service_pb2_grpc.add_MessagesServiceServicer_to_server(
         MessagesServicer(authenticator, chat), server

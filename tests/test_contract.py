@@ -16,6 +16,7 @@ from crosscompute.v1 import (
     agents_service_pb2,
     inference_service_pb2,
     messages_service_pb2,
+    responses_service_pb2,
     system_service_pb2,
 )
 from google.api import annotations_pb2
@@ -31,17 +32,21 @@ FILES: list[FileDescriptor] = [
         agents_service_pb2,
         inference_service_pb2,
         messages_service_pb2,
+        responses_service_pb2,
         admin_service_pb2,
     )
 ]
 VERBS = ("get", "post", "put", "patch", "delete")
 #: Operations beyond the contract: two from crosscompute.io's published parameter registry (README,
-#: "Agents"), the dashboard's usage report (README, "The dashboard") and Anthropic's Messages API
-#: (README, "Anthropic's Messages API").
+#: "Agents"), the dashboard's usage report (README, "The dashboard"), OpenAI's Responses API (README,
+#: "OpenAI's Responses API") and Anthropic's Messages API (README, "Anthropic's Messages API").
 EXTRA_OPERATIONS = {
     ("get", "/api/agents/usage-models"),
     ("get", "/api/agents/skill-md"),
     ("get", "/api/usage"),
+    ("post", "/v1/responses"),
+    ("get", "/v1/responses/{response_id}"),
+    ("delete", "/v1/responses/{response_id}"),
     ("post", "/v1/messages"),
     ("post", "/v1/messages/count_tokens"),
 }
@@ -138,6 +143,8 @@ def stray_requests(contract_path: Path) -> list[tuple[str, str]]:
         ("get", "/v1/chat/completions"),
         ("get", "/v1/messages"),
         ("post", "/v1/messages/batches"),
+        ("get", "/v1/responses"),
+        ("post", "/v1/responses/resp_1/cancel"),
         ("get", "/healthz"),
         ("get", "/api/agents/register"),
     ]
@@ -158,7 +165,9 @@ def test_no_other_path_reaches_a_method(contract_path: Path, gateway: Gateway, h
         body = response.json()
         if url.startswith(("/v1/messages", "/crosscompute.v1.MessagesService/")):
             assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, (url, body)
-        elif url.startswith(("/v1", "/crosscompute.v1.InferenceService/")):
+        elif url.startswith(
+            ("/v1", "/crosscompute.v1.InferenceService/", "/crosscompute.v1.ResponsesService/")
+        ):
             assert set(body["error"]) >= {"message", "type", "code"}, body
         else:
             assert body.get("ok") is False and set(body["error"]) == {"code", "message"}, (url, body)

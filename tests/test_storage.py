@@ -38,7 +38,7 @@ def test_migrations_match_the_models_exactly(migrated: DatabaseUrls) -> None:
         engine.dispose()
     assert set(Base.metadata.tables) <= tables
     assert {"accounts", "profiles", "api_keys", "ledger_entries", "usage_records", "x402_payments"} <= tables
-    assert version == "0005"
+    assert version == "0006"
 
 
 async def test_probe_answers(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -277,3 +278,24 @@ class ModelCooldown(Base):
     model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(String(64))
+
+
+class StoredResponse(Base):
+    """A Responses API answer its account asked to `store`: to read back, delete, or continue from
+    with `previous_response_id` on any replica. Only its account can see it."""
+
+    __tablename__ = "responses"
+
+    #: `resp_` and 32 hex digits (the call's id).
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    previous_response_id: Mapped[str | None] = mapped_column(String(40))
+    #: JSON: the conversation so far in Chat Completions' shape, this response's output included
+    #: (its instructions are not: a continuation does not inherit them).
+    conversation: Mapped[str] = mapped_column(Text)
+    #: JSON: the response object as it was served.
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -66,6 +66,14 @@ _OPENAI_ROUTES = {
                     }
                 }
             },
+            {
+                "header_filter": {
+                    "header": {
+                        "name": ":path",
+                        "string_match": {"prefix": "/crosscompute.v1.ResponsesService/"},
+                    }
+                }
+            },
         ]
     }
 }

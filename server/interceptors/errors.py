@@ -2,7 +2,10 @@
 metadata Envoy's Lua filter applies, the right HTTP status and JSON body for HTTP callers.
 
 HTTP bodies take the shape of the surface the method belongs to:
-- the OpenAI surface (`InferenceService`): `{"error": {"message", "type", "code", "param"}}`
+- the OpenAI surfaces (`InferenceService`, `ResponsesService`):
+  `{"error": {"message", "type", "code", "param"}}`
+- Anthropic's Messages API (`MessagesService`): `{"type": "error", "error": {"type", "message"}}`, with its
+  own statuses (529 for an exhausted provider)
 - the API surface (everything else): `{"ok": false, "error": {"code", "message"}}`
 gRPC callers also get a `google.rpc.Status` with an AIP-193 `ErrorInfo` (reason, domain).
 """
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 ERROR_DOMAIN = "crosscompute.io"
 HTTP_STATUS_HEADER = "x-crosscompute-http-status"
 ERROR_BODY_HEADER = "x-crosscompute-error-body"
-OPENAI_SERVICES = ("/crosscompute.v1.InferenceService/",)
+OPENAI_SERVICES = ("/crosscompute.v1.InferenceService/", "/crosscompute.v1.ResponsesService/")
 ANTHROPIC_SERVICES = ("/crosscompute.v1.MessagesService/",)
 
 

@@ -210,6 +210,11 @@ def _message(value: Any, index: int) -> Message:
     )
 
 
+def turn_of(value: Any, index: int) -> Message:
+    """One message in Chat Completions' JSON shape (as `Conversation.messages` writes it) as a turn."""
+    return _message(value, index)
+
+
 def tool_name(value: Any, param: str) -> str:
     if not isinstance(value, str) or not TOOL_NAME.match(value):
         raise _fail(f"`{param}` must match ^[A-Za-z0-9_-]{{1,64}}$.", param)
