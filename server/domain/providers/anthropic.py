@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from server.domain.catalog import ModelSpec, Provider
 from server.domain.conversation import Answer, AnswerEvent, Conversation
@@ -34,22 +35,24 @@ class AnthropicClient:
     ) -> AsyncIterator[AnswerEvent]:
         body = {**messages_body(spec, request, max_output), "stream": True}
         reader = anthropic_upstream.StreamReader()
-        async for event, data in sse_events(self._client, "/v1/messages", body):
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
-            if not isinstance(payload, dict):
-                raise UpstreamError("protocol", "the provider sent a malformed stream event")
-            kind = payload.get("type", event)
-            if kind == "error":
-                error = payload.get("error") or {}
-                kind_name = "overloaded" if error.get("type") == "overloaded_error" else "server"
-                raise UpstreamError(kind_name, "the provider failed mid-stream")
-            for answer_event in reader.read(str(kind), payload):
-                yield answer_event
-            if reader.done:
-                return
+        # Closing this stream closes the provider's connection at once, not when it is collected.
+        async with aclosing(sse_events(self._client, "/v1/messages", body)) as events:
+            async for event, data in events:
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
+                if not isinstance(payload, dict):
+                    raise UpstreamError("protocol", "the provider sent a malformed stream event")
+                kind = payload.get("type", event)
+                if kind == "error":
+                    error = payload.get("error") or {}
+                    kind_name = "overloaded" if error.get("type") == "overloaded_error" else "server"
+                    raise UpstreamError(kind_name, "the provider failed mid-stream")
+                for answer_event in reader.read(str(kind), payload):
+                    yield answer_event
+                if reader.done:
+                    return
         raise UpstreamError("protocol", "the provider's stream ended before message_stop")
 
     async def aclose(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -65,7 +65,7 @@ async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any]) 
 
 async def sse_events(
     client: httpx.AsyncClient, path: str, body: dict[str, Any]
-) -> AsyncIterator[tuple[str, str]]:
+) -> AsyncGenerator[tuple[str, str], None]:
     """POST and read Server-Sent Events as (event, data) pairs. Errors before the first event are
     UpstreamErrors with the provider's status."""
     try:

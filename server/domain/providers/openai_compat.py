@@ -5,6 +5,7 @@ OpenAI-compatible endpoints, and self-hosted servers (vLLM, Ollama, llama.cpp). 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -43,21 +44,22 @@ class OpenAICompatibleClient:
     async def stream(
         self, spec: ModelSpec, request: Conversation, max_output: int
     ) -> AsyncIterator[AnswerEvent]:
-        async for _event, data in sse_events(
-            self._client, "/chat/completions", self.body(spec, request, max_output, stream=True)
-        ):
-            if data == "[DONE]":
-                return
-            try:
-                chunk = orjson.loads(data)
-            except ValueError:
-                raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
-            if not isinstance(chunk, dict):
-                raise UpstreamError("protocol", "the provider sent a malformed stream event")
-            if "error" in chunk:
-                raise UpstreamError("server", "the provider failed mid-stream")
-            for event in openai_upstream.events_of(chunk):
-                yield event
+        body = self.body(spec, request, max_output, stream=True)
+        # Closing this stream closes the provider's connection at once, not when it is collected.
+        async with aclosing(sse_events(self._client, "/chat/completions", body)) as events:
+            async for _event, data in events:
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except ValueError:
+                    raise UpstreamError("protocol", "the provider sent a malformed stream event") from None
+                if not isinstance(chunk, dict):
+                    raise UpstreamError("protocol", "the provider sent a malformed stream event")
+                if "error" in chunk:
+                    raise UpstreamError("server", "the provider failed mid-stream")
+                for event in openai_upstream.events_of(chunk):
+                    yield event
         raise UpstreamError("protocol", "the provider's stream ended without [DONE]")
 
     async def aclose(self) -> None:

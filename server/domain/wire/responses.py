@@ -12,7 +12,6 @@ typed events with `sequence_number`s from `response.created` to `response.comple
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +47,6 @@ from server.domain.wire import sse
 from server.domain.wire.chat_completions import image_part, integer, number, one_of, schema, tool_name
 from server.domain.wire.json_body import parse_body
 
-RESPONSE_ID = re.compile(r"^resp_[0-9a-f]{32}$")
 MESSAGE_ROLES = {"user", "assistant", "system", "developer"}
 
 
