@@ -28,6 +28,7 @@ SPECS = {spec.id: spec for spec in load_catalog_file(DEFAULT_CATALOG).models}
 #: One model per upstream wire format.
 OPENAI_MODEL = "openai/gpt-5-mini"
 ANTHROPIC_MODEL = "anthropic/claude-haiku-4-5"
+UPSTREAM_PATH = {OPENAI_MODEL: "/v1/chat/completions", ANTHROPIC_MODEL: "/v1/messages"}
 WEATHER: Any = {
     "name": "get_weather",
     "description": "The weather in a city",
@@ -444,3 +445,58 @@ def test_an_exhausted_provider_is_overloaded_529_and_bills_nothing(
         del fake.failures[upstream]
     assert balance(providers, person) == (START, START)
     assert all(row["status"] != "settled" for row in bills(providers, person))
+
+
+def test_a_failing_candidate_falls_back_and_only_the_answering_model_is_billed(
+    providers: Gateway, person: Person, client: anthropic.Anthropic, fake: FakeProvider
+) -> None:
+    failing = SPECS["deepseek-chat"]  # the first cheap candidate of every tier
+    # Refused credentials fall back like a 5xx but rest no model: nothing is left in the shared
+    # database for later tests' routing.
+    fake.failures[failing.upstream] = "401"
+    start = len(fake.received)
+    try:
+        raw = client.messages.with_raw_response.create(
+            model="cheap", max_tokens=20, messages=[{"role": "user", "content": "Hi"}]
+        )
+    finally:
+        del fake.failures[failing.upstream]
+    routed = raw.headers["x-crosscompute-routed-model"]
+    tried = [received.body["model"] for received in fake.received[start:]]
+    # The failing candidate came first and was passed over (unless an earlier test left it resting,
+    # when it goes last and is not needed).
+    assert tried[-1] == SPECS[routed].upstream and set(tried[:-1]) <= {failing.upstream}
+    assert routed != failing.id and raw.parse().content[0].text == "".join(WORDS)  # type: ignore[union-attr]
+    billed = fake_answer_micro(routed)
+    assert [(row["model"], row["billed_micro"]) for row in bills(providers, person)] == [(routed, billed)]
+    assert balance(providers, person) == (START - billed, START - billed)
+
+
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+def test_images_and_tool_choice_go_out_in_the_upstreams_own_format(
+    client: anthropic.Anthropic, fake: FakeProvider, model: str
+) -> None:
+    pixel = "iVBORw0KGgo="
+    content: Any = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": pixel}},
+        {"type": "text", "text": "What is this?"},
+    ]
+    choice: Any = {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+    client.messages.create(
+        model=model,
+        max_tokens=20,
+        tools=[WEATHER],
+        tool_choice=choice,
+        messages=[{"role": "user", "content": content}],
+    )
+    upstream = fake.last(UPSTREAM_PATH[model]).body
+    if model == OPENAI_MODEL:
+        assert upstream["messages"][0]["content"] == [
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}},
+            {"type": "text", "text": "What is this?"},
+        ]
+        assert upstream["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+        assert upstream["parallel_tool_calls"] is False
+    else:
+        assert upstream["messages"][0]["content"][0] == content[0]
+        assert upstream["tool_choice"] == choice

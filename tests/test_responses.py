@@ -409,3 +409,26 @@ def test_errors_take_openais_shape(
         row["status"] != "settled" for row in bills(providers, person)
     )
     assert balance(providers, person) == (START, START)
+
+
+def test_a_failing_candidate_falls_back_and_only_the_answering_model_is_billed(
+    providers: Gateway, person: Person, client: openai.OpenAI, fake: FakeProvider
+) -> None:
+    failing = SPECS["deepseek-chat"]  # the first cheap candidate of every tier
+    # Refused credentials fall back like a 5xx but rest no model: nothing is left in the shared
+    # database for later tests' routing.
+    fake.failures[failing.upstream] = "401"
+    start = len(fake.received)
+    try:
+        raw = client.responses.with_raw_response.create(model="cheap", input="Hi", max_output_tokens=20)
+    finally:
+        del fake.failures[failing.upstream]
+    routed = raw.headers["x-crosscompute-routed-model"]
+    tried = [received.body["model"] for received in fake.received[start:]]
+    # The failing candidate came first and was passed over (unless an earlier test left it resting,
+    # when it goes last and is not needed).
+    assert tried[-1] == SPECS[routed].upstream and set(tried[:-1]) <= {failing.upstream}
+    assert routed != failing.id and raw.parse().output_text == "".join(WORDS)
+    billed = fake_answer_micro(routed)
+    assert [(row["model"], row["billed_micro"]) for row in bills(providers, person)] == [(routed, billed)]
+    assert balance(providers, person) == (START - billed, START - billed)
