@@ -51,7 +51,9 @@ def cells(page: Page, prefix: str) -> Locator:
     return page.locator(f'#keys-table tbody tr[data-prefix="{prefix}"] > *')
 
 
-def send_in_playground(page: Page, profile: str, message: str) -> None:
+def send_in_playground(page: Page, profile: str, message: str, api: str | None = None) -> None:
+    if api is not None:
+        page.get_by_label("API", exact=True).select_option(api)
     page.get_by_label("Routing profile").select_option(profile)
     page.get_by_label("Message").fill(message)
     page.get_by_role("button", name="Send").click()
@@ -195,6 +197,39 @@ def test_a_person_signs_in_creates_a_key_uses_it_and_deactivates_it(
     assert me["bootstrapped"] is True and me["keyCount"] == 2
 
 
+def test_the_playground_answers_through_each_api(
+    browser: Browser, site: Gateway, supabase: SupabaseStandIn
+) -> None:
+    with browser_session(browser) as session:
+        inject_supabase_session(
+            session.context, supabase.url, supabase.session(str(uuid.uuid4()), "joy@example.com")
+        )
+        page = session.page
+        page.goto(site.base_url + "/")
+        expect(page.locator("#new-secret-value")).to_have_value(re.compile(r"^cc_live_"))
+        spent = 0.0
+        for api, path in (
+            ("chat", "/v1/chat/completions"),
+            ("responses", "/v1/responses"),
+            ("messages", "/v1/messages"),
+        ):
+            send_in_playground(page, "auto", "hi!", api=api)
+            expect(page.locator("#playground-error")).to_be_hidden()
+            expect(page.locator("#playground-answer")).to_have_text("Hello from the fake provider!")
+            expect(page.locator("#route-api")).to_have_text(path)
+            expect(page.locator("#route-tier")).to_have_text("SIMPLE")
+            expect(page.locator("#route-model")).not_to_have_text("—")
+            expect(page.locator("#route-provider")).not_to_have_text("—")
+            billed = float(page.locator("#route-credits").inner_text())
+            assert billed > 0, api
+            spent += billed
+            session.screenshot(f"playground-{api}")
+        expect(page.locator("#usage-summary")).to_contain_text("3 requests")
+        expect(page.locator("#balance")).to_have_text(re.compile(r"^99\.9"))
+        assert session.outside_requests() == []
+    assert 0 < spent < 1
+
+
 def test_the_readme_screenshot(browser: Browser, site: Gateway, supabase: SupabaseStandIn) -> None:
     """The page as the README shows it (copied to docs/dashboard.png by hand when it changes)."""
     with browser_session(browser, width=1200, height=800) as session:
@@ -253,11 +288,15 @@ def test_without_supabase_the_page_says_so_and_the_playground_still_works(
         expect(page.locator("#status")).to_have_text("Sign-in is not configured on this gateway.")
         expect(page.locator("#sign-in")).to_be_hidden()
         expect(page.locator("#signed-in")).to_be_hidden()
+        # Nobody is signed in, so nobody is named and there is nothing to sign out of.
+        expect(page.get_by_text("Signed in as")).to_be_hidden()
+        expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
         page.get_by_label("API key", exact=True).fill(key)
-        send_in_playground(page, "crosscompute/simulator", "Hello there")
-        expect(page.locator("#playground-answer")).to_contain_text("not a real model")
-        expect(page.locator("#route-provider")).to_have_text("simulator")
-        expect(page.locator("#route-credits")).to_have_text("0")
+        for api in ("chat", "responses", "messages"):
+            send_in_playground(page, "crosscompute/simulator", "Hello there", api=api)
+            expect(page.locator("#playground-answer")).to_contain_text("not a real model")
+            expect(page.locator("#route-provider")).to_have_text("simulator")
+            expect(page.locator("#route-credits")).to_have_text("0")
         session.screenshot("not-configured")
         assert session.outside_requests() == []
         assert unlabelled_controls(page) == []
@@ -270,6 +309,8 @@ def test_signed_out_the_page_offers_the_projects_sign_in_methods(
         page = session.page
         page.goto(site.base_url + "/")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        expect(page.get_by_text("Signed in as")).to_be_hidden()
+        expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
         expect(page.get_by_label("Email address")).to_be_visible()
         expect(page.get_by_role("button", name="Continue with Github")).to_be_visible()
         expect(page.get_by_role("button", name="Continue with Google")).to_have_count(0)

@@ -20,7 +20,7 @@ function showError(text) {
   show("error", Boolean(text));
 }
 
-// The message of an error answer, in either of the gateway's shapes.
+// The message of an error answer, in any of the gateway's shapes (the API's, OpenAI's, Anthropic's).
 async function errorMessage(response) {
   try {
     const body = await response.json();
@@ -308,6 +308,38 @@ $("usage-metric").addEventListener("change", drawUsage);
 
 // ---- Playground ------------------------------------------------------------------------------
 
+// Each API the gateway serves: where to send, how to ask, and where the answer's text is.
+const APIS = {
+  chat: {
+    path: "/v1/chat/completions",
+    headers: (key) => ({ authorization: `Bearer ${key}` }),
+    body: (model, text) => ({ model, messages: [{ role: "user", content: text }], max_tokens: 200 }),
+    text: (answer) => answer.choices?.[0]?.message?.content ?? "",
+  },
+  responses: {
+    path: "/v1/responses",
+    headers: (key) => ({ authorization: `Bearer ${key}` }),
+    body: (model, text) => ({ model, input: text, max_output_tokens: 200, store: false }),
+    text: (answer) =>
+      (answer.output || [])
+        .filter((item) => item.type === "message")
+        .flatMap((item) => item.content || [])
+        .filter((part) => part.type === "output_text")
+        .map((part) => part.text)
+        .join(""),
+  },
+  messages: {
+    path: "/v1/messages",
+    headers: (key) => ({ "x-api-key": key, "anthropic-version": "2023-06-01" }),
+    body: (model, text) => ({ model, max_tokens: 200, messages: [{ role: "user", content: text }] }),
+    text: (answer) =>
+      (answer.content || [])
+        .filter((block) => block.type === "text")
+        .map((block) => block.text)
+        .join(""),
+  },
+};
+
 $("playground-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (state.busy) return;
@@ -316,18 +348,12 @@ $("playground-form").addEventListener("submit", async (event) => {
   show("playground-error", false);
   show("playground-result", false);
   setStatus("Sending…");
+  const api = APIS[$("playground-api").value];
   try {
-    const response = await fetch("/v1/chat/completions", {
+    const response = await fetch(api.path, {
       method: "POST",
-      headers: {
-        "content-type": "application/json",
-        authorization: `Bearer ${$("playground-key").value.trim()}`,
-      },
-      body: JSON.stringify({
-        model: $("playground-profile").value,
-        messages: [{ role: "user", content: $("playground-message").value }],
-        max_tokens: 200,
-      }),
+      headers: { "content-type": "application/json", ...api.headers($("playground-key").value.trim()) },
+      body: JSON.stringify(api.body($("playground-profile").value, $("playground-message").value)),
     });
     if (!response.ok) {
       const message = await errorMessage(response);
@@ -336,9 +362,10 @@ $("playground-form").addEventListener("submit", async (event) => {
       setStatus("The gateway refused the request.");
       return;
     }
-    const completion = await response.json();
+    const answer = await response.json();
     const header = (name) => response.headers.get(`x-crosscompute-${name}`) || "—";
-    $("playground-answer").textContent = completion.choices?.[0]?.message?.content ?? "";
+    $("playground-answer").textContent = api.text(answer);
+    $("route-api").textContent = api.path;
     $("route-tier").textContent = header("routing-tier");
     $("route-model").textContent = header("routed-model");
     $("route-provider").textContent = header("provider");
