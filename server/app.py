@@ -66,6 +66,7 @@ from server.domain.payments.settlement import SettlementPolicy, Settlements
 from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients
+from server.domain.routing.complexity import default_model
 from server.domain.routing.notdiamond import NotDiamondClient
 from server.domain.routing.router import Router
 from server.domain.skill import render_skill
@@ -204,7 +205,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         usage,
         settings.credits_per_usd_decimal,
         settings.default_max_output_tokens,
-        Router(catalog, cooldowns, notdiamond),
+        Router(catalog, cooldowns, notdiamond, default_model()),
         cooldowns,
         settings.hold_lease_seconds,
     )
