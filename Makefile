@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup chromium proto proto-check run serve facilitator test test-unit lint envoy-validate eval-router bench clean
+.PHONY: setup chromium proto proto-check run serve facilitator test test-unit lint envoy-validate eval-router train-router bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ serve: setup
 
 eval-router: setup
 	$(PY) -m scripts.eval_router
+
+# Rebuild the complexity model from data/router/train (scikit-learn, the `train` extra).
+train-router: setup
+	$(PY) -m pip install --quiet -e '.[dev,train]'
+	$(PY) -m scripts.train_router
 
 facilitator: setup
 	$(PY) -m scripts.dev_facilitator --port 8402

@@ -74,6 +74,7 @@ from server.domain.payments.topup import TopUpPolicy, TopUps
 from server.domain.providers.base import ProviderClient
 from server.domain.providers.registry import provider_clients
 from server.domain.responses import ResponsesService
+from server.domain.routing.complexity import default_model
 from server.domain.routing.notdiamond import NotDiamondClient
 from server.domain.routing.router import Router
 from server.domain.skill import render_skill
@@ -214,7 +215,7 @@ async def start(settings: Settings, *, extra_interceptors: Sequence[ServerInterc
         usage,
         settings.credits_per_usd_decimal,
         settings.default_max_output_tokens,
-        Router(catalog, cooldowns, notdiamond),
+        Router(catalog, cooldowns, notdiamond, default_model()),
         cooldowns,
         settings.hold_lease_seconds,
     )

@@ -5,8 +5,6 @@ hold is swept once its lease passes, and a live stream renews its lease as it re
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,6 +29,7 @@ from server.settings import Settings
 from tests.conftest import gateway_settings
 from tests.support.fake_provider import COMPLETION_TOKENS, PROMPT_TOKENS, WORDS, FakeProvider
 from tests.support.gateway import Gateway, MethodRecorder, ServerThread, envoy_for
+from tests.support.hangups import hang_up_after
 from tests.support.money import KeyBooks
 from tests.support.people import Person, sign_in
 from tests.support.supabase import SupabaseStandIn
@@ -188,21 +187,10 @@ def stream_body(content: str) -> dict[str, Any]:
 def hang_up_once(
     gateway: Gateway, secret: str, body: dict[str, Any], ready: Callable[[], object], **headers: str
 ) -> None:
-    """Send a chat request through Envoy on a raw connection, wait until `ready`, then hang up
-    before reading anything: a client that leaves before the response headers."""
-    url = httpx.URL(gateway.base_url)
-    data = json.dumps(body).encode()
-    lines = [
-        "POST /v1/chat/completions HTTP/1.1",
-        f"Host: {url.host}:{url.port}",
-        f"Authorization: Bearer {secret}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(data)}",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    with socket.create_connection((url.host, url.port or 80), timeout=30) as connection:
-        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
-        eventually(ready, what="the request to reach the point where the client leaves")
+    """A chat request through Envoy whose client leaves, once `ready`, before the response headers."""
+    hang_up_after(
+        gateway, "/v1/chat/completions", body, ready, {"Authorization": f"Bearer {secret}", **headers}
+    )
 
 
 def the_one_call(caller: Caller, ids_before: set[str]) -> str:

@@ -27,6 +27,7 @@ from server.settings import Settings
 from tests.conftest import ADMIN_TOKEN, gateway_settings
 from tests.support.db import query
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.hangups import hang_up_after
 from tests.support.payers import Agent, forged
 from tests.support.supabase import SupabaseStandIn
 from tests.support.waiting import eventually
@@ -238,14 +239,16 @@ def test_a_client_that_hangs_up_mid_settle_is_credited_once(
             headers = agent.payment(2)
             nonce = nonce_of(headers)
             facilitator.hold_answer = threading.Event()
-            with pytest.raises(httpx.ReadTimeout):
-                agent.http.post(
-                    "/api/agents/topup",
-                    json={},
-                    headers={"authorization": f"Bearer {agent.key}", **headers},
-                    timeout=httpx.Timeout(10, read=0.5),
-                )
-            eventually(lambda: [log for log in facilitator.chain.logs if log["topics"][2] == nonce])
+            # The client leaves once the transfer is on chain and the facilitator's answer is held:
+            # never earlier (under load, a fixed client timeout could leave before the settle began).
+            hang_up_after(
+                patient,
+                "/api/agents/topup",
+                {},
+                lambda: [log for log in facilitator.chain.logs if log["topics"][2] == nonce],
+                {"authorization": f"Bearer {agent.key}", **headers},
+                what="the settle to reach the chain",
+            )
             facilitator.hold_answer.set()  # the facilitator's success reaches a gateway whose client is gone
             eventually(lambda: stored(patient.settings, nonce)[0]["status"] == "settled")
             [row] = stored(patient.settings, nonce)

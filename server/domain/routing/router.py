@@ -9,13 +9,16 @@ from server.db.repositories.cooldowns import CooldownRepository
 from server.domain.catalog import ALIASES, PROFILE_NAMES, Catalog, ModelSpec
 from server.domain.chat.request import ChatRequest
 from server.domain.errors import InvalidArgument, NotFound, ServiceUnavailable
-from server.domain.routing.classifier import classify
+from server.domain.routing.complexity import TIERS, ComplexityModel
+from server.domain.routing.features import Shape
 from server.domain.routing.notdiamond import NotDiamondClient
 from server.observability import ROUTING
 
 #: Output room assumed when checking a context window for a request that names no max_tokens.
 OUTPUT_MARGIN = 1024
 TRADEOFFS = {"cheap": "cost", "medium": None, "premium": None}
+#: Profiles that decide an unsure request by its likeliest tier, not the safer higher one.
+FRUGAL = {"cheap"}
 
 
 @dataclass
@@ -41,9 +44,14 @@ class Router:
     """Classifies, budgets, filters and orders candidates; NotDiamond may pick the first."""
 
     def __init__(
-        self, catalog: Catalog, cooldowns: CooldownRepository, notdiamond: NotDiamondClient | None
+        self,
+        catalog: Catalog,
+        cooldowns: CooldownRepository,
+        notdiamond: NotDiamondClient | None,
+        complexity: ComplexityModel,
     ) -> None:
         self._catalog = catalog
+        self._complexity = complexity
         self._cooldowns = cooldowns
         self._notdiamond = notdiamond
 
@@ -93,24 +101,29 @@ class Router:
     async def _profile(self, profile: str, request: ChatRequest, prompt_tokens: int) -> Route:
         routing = self._catalog.routing
         choice = request.options.get("tool_choice")
-        classification = classify(
-            request.messages,
+        shape = Shape(
             tools=len(request.options.get("tools") or ()),
             tool_choice_required=choice == "required" or isinstance(choice, dict),
             images=request.has_images,
-            prompt_tokens=prompt_tokens,
-            structured_output=(request.options.get("response_format") or {}).get("type") == "json_schema",
+            response_format=str((request.options.get("response_format") or {}).get("type", "")),
         )
+        classification = self._complexity.classify(request.messages, shape, cautious=profile not in FRUGAL)
         tier = classification.tier
-        budget = routing.auto_budgets[tier] if profile == "auto" else profile  # type: ignore[index]
         resting = await self._cooldowns.resting()
-        listed = routing.candidates[budget][tier]  # type: ignore[index]
-        available = []
-        for model_id in listed:
-            entry = self._catalog.get(model_id)
-            if entry is None or entry.spec is None or not self._fits(entry.spec, request, prompt_tokens):
-                continue
-            available.append(entry.spec)
+        # No model of the tier can take the request (context, tools, images): the next tier up can.
+        for serving in TIERS[TIERS.index(tier) :]:
+            budget = routing.auto_budgets[serving] if profile == "auto" else profile  # type: ignore[index]
+            available = []
+            for model_id in routing.candidates[budget][serving]:  # type: ignore[index]
+                entry = self._catalog.get(model_id)
+                if (
+                    entry is not None
+                    and entry.spec is not None
+                    and self._fits(entry.spec, request, prompt_tokens)
+                ):
+                    available.append(entry.spec)
+            if available:
+                break
         candidates = [c for c in available if c.id not in resting] + [c for c in available if c.id in resting]
         if not candidates:
             raise ServiceUnavailable(
@@ -118,12 +131,14 @@ class Router:
                 "context size, or configure more providers.",
                 reason="NO_MODEL_AVAILABLE",
             )
+        if serving != tier:
+            classification.reasons.append(f"no {tier} model fits the request: served as {serving}")
         route = Route(
             profile=profile,
             candidates=candidates,
             tier=tier,
             budget=budget,
-            version=routing.version,
+            version=self._complexity.version,
             reasons=classification.reasons,
         )
         try:
