@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from server.domain.catalog import DEFAULT_CATALOG, load_catalog_file
+from server.domain.chat.request import text_of
 from server.domain.chat.tokens import count_text
 from server.domain.routing.complexity import MODEL_DIR, TIERS, ComplexityModel
 from server.domain.routing.dataset import HELD_OUT, load_rows, shape_of, summary
-from server.domain.routing.features import text_of
 
 #: Output tokens assumed per answer when pricing the set.
 ANSWER_TOKENS = 400

@@ -49,13 +49,7 @@ def has_images(messages: list[dict[str, Any]]) -> bool:
 
 def shape_of(row: dict[str, Any]) -> Shape:
     """The shape of a labelled row, as the router reads it from a request."""
-    choice = row.get("tool_choice")
-    return Shape(
-        tools=len(row.get("tools") or ()),
-        tool_choice_required=choice == "required" or isinstance(choice, dict),
-        images=has_images(row["messages"]),
-        response_format=str((row.get("response_format") or {}).get("type", "")),
-    )
+    return Shape.of(row, images=has_images(row["messages"]))
 
 
 def summary(expected: npt.NDArray[np.int64], chosen: npt.NDArray[np.int64]) -> dict[str, float]:

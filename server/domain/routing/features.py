@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from server.domain.chat.request import text_of
+
 #: Buckets for hashed text features; the shape features sit after them.
 TEXT_BUCKETS = 1 << 18
 #: A long ask is read from this many characters at its head and at its tail.
@@ -116,18 +118,20 @@ class Shape:
     #: `response_format.type`: "", "text", "json_object" or "json_schema".
     response_format: str = ""
 
+    @classmethod
+    def of(cls, options: dict[str, Any], *, images: bool) -> Shape:
+        """The shape of a request from its Chat Completions options (`tools`, `tool_choice`, ...)."""
+        choice = options.get("tool_choice")
+        return cls(
+            tools=len(options.get("tools") or ()),
+            tool_choice_required=choice == "required" or isinstance(choice, dict),
+            images=images,
+            response_format=str((options.get("response_format") or {}).get("type", "")),
+        )
+
 
 #: A request with no tools, images or response format.
 PLAIN = Shape()
-
-
-def text_of(content: Any) -> str:
-    """A message's text: the string, or its text parts joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def _window(text: str) -> str:
@@ -181,6 +185,12 @@ def _words(points: npt.NDArray[np.uint64], classes: npt.NDArray[np.uint8]) -> np
     return hashed
 
 
+def _word_grams(words: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.int64]:
+    """The words, then the word pairs, each hashed with its own salt."""
+    pairs = words[:-1] * np.uint64(_R) + words[1:] if len(words) > 1 else np.zeros(0, dtype=np.uint64)
+    return np.concatenate([_finish(words, salt), _finish(pairs, salt + 1)])
+
+
 def _bucket(name: str, value: float) -> int:
     edges = SHAPE_EDGES[name]
     for edge in edges:
@@ -200,21 +210,14 @@ def featurize(
     points = _points(ask)
     classes = _classes(points)
     words = _words(points, classes)
-    pairs = words[:-1] * np.uint64(_R) + words[1:] if len(words) > 1 else np.zeros(0, dtype=np.uint64)
-    grams = np.concatenate([_char_grams(points), _finish(words, 0x77), _finish(pairs, 0x78)])
+    grams = np.concatenate([_char_grams(points), _word_grams(words, 0x77)])
     parts = [grams]
     weights = [np.full(len(grams), 1 / np.sqrt(max(len(grams), 1)), dtype=np.float32)]
     if EDGE:
         # The ask's first and last words on their own: in a long turn, the question is there.
         for edge, salt in ((ask[:EDGE], 0x68), (ask[-EDGE:], 0x74)):
             edge_points = _points(edge)
-            edge_words = _words(edge_points, _classes(edge_points))
-            edge_pairs = (
-                edge_words[:-1] * np.uint64(_R) + edge_words[1:]
-                if len(edge_words) > 1
-                else np.zeros(0, dtype=np.uint64)
-            )
-            found = np.concatenate([_finish(edge_words, salt), _finish(edge_pairs, salt + 1)])
+            found = _word_grams(_words(edge_points, _classes(edge_points)), salt)
             parts.append(found)
             weights.append(np.full(len(found), EDGE_WEIGHT / np.sqrt(max(len(found), 1)), dtype=np.float32))
 

@@ -100,13 +100,7 @@ class Router:
 
     async def _profile(self, profile: str, request: ChatRequest, prompt_tokens: int) -> Route:
         routing = self._catalog.routing
-        choice = request.options.get("tool_choice")
-        shape = Shape(
-            tools=len(request.options.get("tools") or ()),
-            tool_choice_required=choice == "required" or isinstance(choice, dict),
-            images=request.has_images,
-            response_format=str((request.options.get("response_format") or {}).get("type", "")),
-        )
+        shape = Shape.of(request.options, images=request.has_images)
         classification = self._complexity.classify(request.messages, shape, cautious=profile not in FRUGAL)
         tier = classification.tier
         resting = await self._cooldowns.resting()
